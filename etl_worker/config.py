@@ -1,0 +1,159 @@
+"""One typed settings object for the whole tool, and the only reader of `os.environ`.
+
+Every setting has an `ETL_*` environment variable; CLI flags override it. Secrets can come
+from files instead (`ETL_DATABASE_URL_FILE`, `ETL_BROKER_URL_FILE`, as Docker and Kubernetes
+secrets mount them), so they never sit in a compose file or a process listing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from etl_worker import defaults
+from etl_worker.errors import ConfigError
+
+ENV_PREFIX = "ETL_"
+
+
+def _env(name: str, parse: Callable[[str], Any] = str) -> Any:
+    """Field metadata: which environment variable feeds a setting, and how to parse it."""
+    return {"env": ENV_PREFIX + name, "parse": parse}
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_bytes(text: str) -> int:
+    """'16GiB' -> 17179869184, '512MB' -> 512000000, '1000' -> 1000."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"not a size: {text!r} (examples: 512MiB, 16GiB, 1000000)")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    scale = _UNITS[unit[:1]] if unit[:1] in _UNITS else 1
+    if "i" in unit:
+        scale = 1024 ** {"k": 1, "m": 2, "g": 3, "t": 4}[unit[0]]
+    return int(number * scale)
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"not a boolean: {text!r} (use true or false)")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by '***', for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. Build it with `Settings.load()`."""
+
+    database_url: str = field(default=defaults.DATABASE_URL, metadata=_env("DATABASE_URL"))
+    broker_url: str = field(default=defaults.BROKER_URL, metadata=_env("BROKER_URL"))
+    raw_table: str = field(default=defaults.RAW_TABLE, metadata=_env("RAW_TABLE"))
+    target_table: str = field(default=defaults.TARGET_TABLE, metadata=_env("TARGET_TABLE"))
+    partition_column: str = field(
+        default=defaults.PARTITION_COLUMN, metadata=_env("PARTITION_COLUMN")
+    )
+    transform: str = field(default=defaults.TRANSFORM, metadata=_env("TRANSFORM"))
+    queue: str = field(default=defaults.QUEUE, metadata=_env("QUEUE"))
+    audit_schema: str = field(default=defaults.AUDIT_SCHEMA, metadata=_env("AUDIT_SCHEMA"))
+    #: Prefix for every Redis key kombu uses, so several fleets (or test runs) can share
+    #: one Redis without seeing each other's queues.
+    redis_key_prefix: str = field(default="", metadata=_env("REDIS_KEY_PREFIX"))
+    task_time_limit: int = field(
+        default=defaults.TASK_TIME_LIMIT, metadata=_env("TASK_TIME_LIMIT", int)
+    )
+    visibility_timeout: int = field(
+        default=defaults.VISIBILITY_TIMEOUT, metadata=_env("VISIBILITY_TIMEOUT", int)
+    )
+    lease_seconds: float = field(
+        default=defaults.LEASE_SECONDS, metadata=_env("LEASE_SECONDS", float)
+    )
+    max_attempts: int = field(default=defaults.MAX_ATTEMPTS, metadata=_env("MAX_ATTEMPTS", int))
+    max_retries: int = field(default=defaults.MAX_RETRIES, metadata=_env("MAX_RETRIES", int))
+    retry_backoff_base: float = field(
+        default=defaults.RETRY_BACKOFF_BASE, metadata=_env("RETRY_BACKOFF_BASE", float)
+    )
+    retry_backoff_max: float = field(
+        default=defaults.RETRY_BACKOFF_MAX, metadata=_env("RETRY_BACKOFF_MAX", float)
+    )
+    memory_ceiling_bytes: int = field(
+        default=defaults.MEMORY_CEILING_BYTES, metadata=_env("MEMORY_CEILING", parse_bytes)
+    )
+    dry_run: bool = field(default=False, metadata=_env("DRY_RUN", _parse_bool))
+
+    def __post_init__(self) -> None:
+        if self.visibility_timeout <= self.task_time_limit:
+            raise ConfigError(
+                f"ETL_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed "
+                f"ETL_TASK_TIME_LIMIT ({self.task_time_limit}s), or Redis redelivers tasks "
+                "that are still running"
+            )
+        if self.max_attempts < 1:
+            raise ConfigError("ETL_MAX_ATTEMPTS must be at least 1")
+        if self.lease_seconds <= 0:
+            raise ConfigError("ETL_LEASE_SECONDS must be positive")
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Defaults, then `ETL_*` variables (or `ETL_*_FILE` files), then non-None overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name, parse = f.metadata["env"], f.metadata["parse"]
+            raw = env.get(name)
+            if raw is None and env.get(name + "_FILE"):
+                path = Path(env[name + "_FILE"])
+                try:
+                    raw = path.read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
+            if raw is not None and raw != "":
+                try:
+                    values[f.name] = parse(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}={raw!r} is not valid: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def soft_time_limit(self) -> int:
+        """Raised inside the task a little before the hard kill, so it can roll back cleanly."""
+        return max(1, self.task_time_limit - min(60, self.task_time_limit // 10))
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.lease_seconds / 4
+
+
+def env_var(setting: str) -> str:
+    """The environment variable name of a setting, for help texts and error messages."""
+    for f in fields(Settings):
+        if f.name == setting:
+            return str(f.metadata["env"])
+    raise KeyError(setting)

@@ -1,0 +1,221 @@
+"""Database connections, identifier quoting, catalog look-ups and error classification.
+
+Two drivers, each for what it does best:
+- psycopg 3 for control SQL (audit rows, DDL, catalog queries) and identifier quoting;
+- ADBC (`adbc_driver_postgresql`) for the data path: it reads a query result with binary
+  COPY straight into Arrow and writes Arrow back with binary COPY, in C++.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from etl_worker.config import redact_url
+from etl_worker.errors import (
+    ColumnNotFound,
+    ConfigError,
+    PartitionDataError,
+    ServiceUnavailable,
+    TableNotFound,
+    TransientError,
+)
+
+APPLICATION_NAME = "etl-worker"
+
+# SQLSTATEs a retry can fix: connection exceptions (class 08), serialization failure,
+# deadlock, admin/crash shutdown, cannot connect now, too many connections, lock timeout.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "55P03"}
+# Classes that mean the data itself is wrong for the target: data exception (22),
+# integrity constraint violation (23). Retrying these cannot help.
+_DATA_SQLSTATE_CLASSES = {"22", "23"}
+
+
+def connect(url: str, *, autocommit: bool = True, connect_timeout: int = 10) -> psycopg.Connection:
+    """A psycopg connection; a clear `ServiceUnavailable` when nothing answers."""
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=autocommit,
+            connect_timeout=connect_timeout,
+            application_name=APPLICATION_NAME,
+        )
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailable(
+            f"cannot connect to Postgres at {redact_url(url)}: {first_line(exc)} "
+            "— check ETL_DATABASE_URL and that the server is running"
+        ) from exc
+
+
+def adbc_connect(url: str) -> Any:
+    """An ADBC DB-API connection (autocommit off) for reading and writing partitions."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    try:
+        return adbc.connect(url)
+    except adbc.Error as exc:
+        raise ServiceUnavailable(
+            f"cannot connect to Postgres at {redact_url(url)}: {first_line(exc)}"
+        ) from exc
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def with_database(url: str, dbname: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def database_name(url: str) -> str:
+    name = urlsplit(url).path.lstrip("/")
+    if not name:
+        raise ConfigError(f"no database name in {redact_url(url)}")
+    return name
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in `url` when it does not exist. True when created."""
+    name = database_name(url)
+    with connect(with_database(url, "postgres")) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists:
+            return False
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.DuplicateDatabase:  # another process won the race
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class TableName:
+    """A table name as the user wrote it: `table` or `schema.table`, quoted when used."""
+
+    name: str
+    schema: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> TableName:
+        parts = text.split(".")
+        if len(parts) == 1 and parts[0]:
+            return cls(parts[0])
+        if len(parts) == 2 and all(parts):
+            return cls(parts[1], parts[0])
+        raise ConfigError(f"not a table name: {text!r} (use table or schema.table)")
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name) if self.schema else sql.Identifier(self.name)
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    #: Type as Postgres prints it, with modifiers: `numeric(14,2)`, `character varying(20)`.
+    type_sql: str
+    #: Schema and internal name of the type, for a quoted cast: "pg_catalog"."int4".
+    type_schema: str
+    type_name: str
+    not_null: bool
+
+    @property
+    def type_ident(self) -> sql.Identifier:
+        return sql.Identifier(self.type_schema, self.type_name)
+
+
+def database_label(conn: psycopg.Connection) -> str:
+    return str(conn.info.dbname)
+
+
+def table_columns(conn: psycopg.Connection, table: TableName) -> list[Column]:
+    """The table's columns in order; `TableNotFound` with a hint when it does not exist."""
+    oid = conn.execute("SELECT to_regclass(%s)::oid", (table.ident.as_string(conn),)).fetchone()
+    if oid is None or oid[0] is None:
+        raise TableNotFound(
+            f'table "{table}" not found in database "{database_label(conn)}" '
+            "— check the table name (--raw-table/--target-table) or ETL_DATABASE_URL"
+        )
+    rows = conn.execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod), n.nspname, t.typname,
+               a.attnotnull
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        (oid[0],),
+    ).fetchall()
+    return [Column(*row) for row in rows]
+
+
+def table_exists(conn: psycopg.Connection, table: TableName) -> bool:
+    row = conn.execute("SELECT to_regclass(%s)", (table.ident.as_string(conn),)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def find_column(columns: list[Column], name: str, table: TableName) -> Column:
+    for column in columns:
+        if column.name == name:
+            return column
+    known = ", ".join(c.name for c in columns)
+    raise ColumnNotFound(
+        f'column "{name}" not found in table "{table}" (its columns: {known}) '
+        "— check --partition-column"
+    )
+
+
+def has_index_on(conn: psycopg.Connection, table: TableName, column: str) -> bool:
+    """True when some valid index of `table` starts with `column` (usable for `col = value`)."""
+    row = conn.execute(
+        """
+        SELECT 1 FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = to_regclass(%s) AND a.attname = %s AND i.indisvalid
+        LIMIT 1
+        """,
+        (table.ident.as_string(conn), column),
+    ).fetchone()
+    return row is not None
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    state = getattr(exc, "sqlstate", None)
+    if state is None:
+        diag = getattr(exc, "diag", None)
+        state = getattr(diag, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def classify(exc: BaseException) -> BaseException:
+    """Map a driver error to `TransientError` / `PartitionDataError`, else return it unchanged."""
+    state = sqlstate_of(exc)
+    if state is not None:
+        if state in _TRANSIENT_SQLSTATES or state.startswith("08"):
+            return TransientError(f"database error {state}: {first_line(exc)}")
+        if state[:2] in _DATA_SQLSTATE_CLASSES:
+            return PartitionDataError(f"the target rejected a value: {first_line(exc)}")
+    if isinstance(exc, psycopg.OperationalError | ConnectionError | TimeoutError):
+        return TransientError(f"database connection lost: {first_line(exc)}")
+    try:
+        import adbc_driver_manager
+
+        if isinstance(exc, adbc_driver_manager.OperationalError):
+            return TransientError(f"database connection lost: {first_line(exc)}")
+        if isinstance(exc, adbc_driver_manager.DataError):
+            return PartitionDataError(f"the target rejected a value: {first_line(exc)}")
+    except ImportError:  # pragma: no cover - adbc is a hard dependency
+        pass
+    return exc

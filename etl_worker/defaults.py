@@ -1,0 +1,39 @@
+"""Documented default values. `config.Settings` is built from these; nothing else reads them.
+
+The timing defaults keep the order the Redis transport needs (see docs/reliability.md):
+task time limit < visibility timeout, and a lease far shorter than both, so a dead
+worker's partitions are found by the sweeper long before Redis would redeliver them.
+"""
+
+DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/etl"
+BROKER_URL = "redis://127.0.0.1:6379/0"
+
+RAW_TABLE = "raw_companies"
+TARGET_TABLE = "clean_companies"
+PARTITION_COLUMN = "zip_code"
+TRANSFORM = "etl_worker.transforms:clean_companies"
+
+#: Celery queue the partition tasks go to.
+QUEUE = "etl"
+#: Schema that holds the audit tables (runs, partitions).
+AUDIT_SCHEMA = "etl"
+
+#: Hard per-task limit (seconds): the pool process is killed past it.
+TASK_TIME_LIMIT = 1800
+#: Redis redelivers a message not acked this long after it was fetched. Must exceed
+#: TASK_TIME_LIMIT, or a slow but healthy task runs twice in parallel.
+VISIBILITY_TIMEOUT = 2400
+#: A running attempt holds a lease this long; a heartbeat renews it every LEASE_SECONDS/4.
+#: An expired lease means the worker died: the sweeper re-enqueues the partition.
+LEASE_SECONDS = 60
+#: Attempts (deliveries that started the work) before a partition is marked failed. Bounds
+#: the kill/requeue loop of a partition that always gets its process OOM-killed.
+MAX_ATTEMPTS = 4
+#: Retries of one attempt for transient errors (connection drops, serialization failures).
+MAX_RETRIES = 5
+#: Exponential backoff for those retries: base * 2**n seconds, capped, with full jitter.
+RETRY_BACKOFF_BASE = 2.0
+RETRY_BACKOFF_MAX = 60.0
+#: A partition whose Arrow data exceeds this many bytes fails with a clear error instead of
+#: being loaded (0 disables the check).
+MEMORY_CEILING_BYTES = 4 * 1024**3
