@@ -1,0 +1,257 @@
+"""The audit table: runs, partitions, and the partition state machine. The only writer of
+audit rows.
+
+    queued -> started -> finished
+                      -> retrying -> started ...   (transient error, retried with backoff)
+                      -> failed                    (permanent error, or out of attempts)
+    started --(lease expired: the worker died)--> queued again by the sweeper
+
+`finished` is written in the same transaction as the partition's rows (see pipeline.py), so
+the audit never claims rows that are not there, and rows are never there unaccounted for.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from etl_worker.errors import RunNotFound
+from etl_worker.queries import query, schema_ddl
+
+
+class State(enum.StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    RETRYING = "retrying"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class RunMode(enum.StrEnum):
+    NORMAL = "normal"
+    DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run processes: everything a worker needs besides the partition key."""
+
+    run_id: str
+    raw_table: str
+    target_table: str
+    partition_column: str
+    transform: str
+    mode: str = RunMode.NORMAL
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.mode == RunMode.DRY_RUN
+
+
+@dataclass(frozen=True)
+class QueuedPartition:
+    part_id: int
+    key: str | None
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of trying to start an attempt on a partition."""
+
+    claimed: bool
+    state: str
+    attempts: int
+    retries: int
+    lease_owner: str | None
+    lease_left: float | None
+
+    @property
+    def done(self) -> bool:
+        return self.state in (State.FINISHED, State.FAILED)
+
+    @property
+    def leased_elsewhere(self) -> bool:
+        return self.lease_left is not None and self.lease_left > 0
+
+
+class Audit:
+    """Audit rows for one database and audit schema, over a psycopg autocommit connection."""
+
+    def __init__(self, conn: psycopg.Connection, schema: str) -> None:
+        self.conn = conn
+        self.schema = schema
+
+    def _q(self, name: str) -> sql.Composed:
+        return query(name, self.schema)
+
+    def ensure_schema(self) -> None:
+        # Two producers starting at once would race on CREATE TYPE/TABLE: serialize them.
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('etl-worker audit schema'))")
+            self.conn.execute(schema_ddl(self.schema))
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(self, spec: RunSpec) -> None:
+        self.conn.execute(
+            self._q("insert_run"),
+            {
+                "run_id": spec.run_id,
+                "raw_table": spec.raw_table,
+                "target_table": spec.target_table,
+                "partition_column": spec.partition_column,
+                "transform": spec.transform,
+                "mode": str(spec.mode),
+                "options": Jsonb(spec.options),
+            },
+        )
+
+    def get_run(self, run_id: str) -> RunSpec:
+        try:
+            row = self.conn.execute(self._q("get_run"), {"run_id": run_id}).fetchone()
+        except psycopg.errors.UndefinedTable:
+            row = None
+        if row is None:
+            raise RunNotFound(
+                f"run {run_id!r} not found in the audit table {self.schema}.runs "
+                "— check the run id and ETL_DATABASE_URL"
+            )
+        options = row[6] if isinstance(row[6], dict) else json.loads(row[6] or "{}")
+        return RunSpec(row[0], row[1], row[2], row[3], row[4], row[5], options)
+
+    def latest_run_id(self) -> str | None:
+        row = self.conn.execute(self._q("latest_run")).fetchone()
+        return None if row is None else str(row[0])
+
+    def mark_run_enqueued(self, run_id: str) -> None:
+        self.conn.execute(self._q("mark_run_enqueued"), {"run_id": run_id})
+
+    # -- partitions: producer side ---------------------------------------------------------
+
+    def add_partitions(
+        self,
+        run_id: str,
+        keys: Sequence[str | None],
+        splits: Sequence[tuple[int | None, int | None]] | None = None,
+    ) -> list[QueuedPartition]:
+        los = [s[0] for s in splits] if splits else [None] * len(keys)
+        his = [s[1] for s in splits] if splits else [None] * len(keys)
+        rows = self.conn.execute(
+            self._q("insert_partitions"),
+            {"run_id": run_id, "keys": list(keys), "los": los, "his": his},
+        ).fetchall()
+        return [QueuedPartition(r[0], r[1], r[2]) for r in rows]
+
+    def requeue_unfinished(
+        self, run_id: str, part_ids: Sequence[int] | None = None
+    ) -> list[QueuedPartition]:
+        rows = self.conn.execute(
+            self._q("requeue_unfinished"),
+            {"run_id": run_id, "part_ids": None if part_ids is None else list(part_ids)},
+        ).fetchall()
+        return [QueuedPartition(r[0], r[1], r[2]) for r in rows]
+
+    # -- partitions: worker side -----------------------------------------------------------
+
+    def claim(
+        self,
+        part_id: int,
+        *,
+        task_id: str,
+        worker: str,
+        owner: str,
+        lease_seconds: float,
+        max_attempts: int,
+        dead_owners: Sequence[str] = (),
+    ) -> Claim | None:
+        row = self.conn.execute(
+            self._q("claim_partition"),
+            {
+                "part_id": part_id,
+                "task_id": task_id,
+                "worker": worker,
+                "owner": owner,
+                "lease_seconds": lease_seconds,
+                "max_attempts": max_attempts,
+                "dead_owners": list(dead_owners),
+            },
+        ).fetchone()
+        if row is None:
+            return None
+        state, attempts, retries, lease_owner, lease_left, claimed_attempts = row
+        if claimed_attempts is not None:
+            return Claim(True, State.STARTED, claimed_attempts, retries, owner, lease_seconds)
+        return Claim(
+            False,
+            state,
+            attempts,
+            retries,
+            lease_owner,
+            None if lease_left is None else float(lease_left),
+        )
+
+    def renew_lease(self, part_id: int, owner: str, lease_seconds: float) -> bool:
+        cur = self.conn.execute(
+            self._q("renew_lease"),
+            {"part_id": part_id, "owner": owner, "lease_seconds": lease_seconds},
+        )
+        return cur.rowcount == 1
+
+    def mark_retrying(self, part_id: int, error: str) -> None:
+        self.conn.execute(self._q("mark_retrying"), {"part_id": part_id, "error": error})
+
+    def mark_failed(self, part_id: int, error: str, rows_read: int | None = None) -> None:
+        self.conn.execute(
+            self._q("mark_failed"), {"part_id": part_id, "error": error, "rows_read": rows_read}
+        )
+
+    def release_lease(self, part_id: int, owner: str) -> None:
+        self.conn.execute(self._q("release_lease"), {"part_id": part_id, "owner": owner})
+
+    def finished_sql(self, part_id: int, stats: dict[str, Any]) -> str:
+        """The `mark_finished` statement with its values bound, to run inside the data
+        transaction on the ADBC connection (so `finished` commits with the rows)."""
+        return self.bind(self._q("mark_finished"), {"part_id": part_id, **stats})
+
+    def state_sql(self, part_id: int) -> str:
+        return self.bind(self._q("partition_state"), {"part_id": part_id})
+
+    def bind(self, statement: sql.Composed | sql.SQL, params: dict[str, Any]) -> str:
+        # psycopg's own client-side parameter binding (the values are adapted and quoted by
+        # the driver, never formatted by us), for the statements that run on ADBC.
+        return psycopg.ClientCursor(self.conn).mogrify(statement, params)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def partitions(self, run_id: str) -> list[dict[str, Any]]:
+        cur = self.conn.execute(self._q("run_partitions"), {"run_id": run_id})
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def counts(self, run_id: str) -> dict[str, tuple[int, int, int]]:
+        """state -> (partitions, rows read, rows written)."""
+        rows = self.conn.execute(self._q("run_counts"), {"run_id": run_id}).fetchall()
+        return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+    def timing(self, run_id: str) -> tuple[Any, ...]:
+        """(first start, last finish, now, busy seconds, peak RSS, memory before, after,
+        largest frame)."""
+        row = self.conn.execute(self._q("run_timing"), {"run_id": run_id}).fetchone()
+        assert row is not None  # an aggregate always returns a row
+        return tuple(row)
+
+    def failures(self, run_id: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(self._q("run_failures"), {"run_id": run_id})]
+
+    def slowest(self, run_id: str, limit: int = 5) -> list[tuple[Any, ...]]:
+        rows = self.conn.execute(self._q("run_slowest"), {"run_id": run_id, "limit": limit})
+        return [tuple(r) for r in rows]

@@ -1,0 +1,129 @@
+-- Named queries of the audit table. `-- name: x` starts a query; {schema} is the quoted
+-- audit schema; values are always psycopg parameters (%(name)s), never formatted in.
+
+-- name: insert_run
+INSERT INTO {schema}.runs (run_id, raw_table, target_table, partition_column, transform, mode,
+                           options)
+VALUES (%(run_id)s, %(raw_table)s, %(target_table)s, %(partition_column)s, %(transform)s,
+        %(mode)s, %(options)s);
+
+-- name: get_run
+SELECT run_id, raw_table, target_table, partition_column, transform, mode, options,
+       created_at, enqueued_at
+FROM {schema}.runs WHERE run_id = %(run_id)s;
+
+-- name: mark_run_enqueued
+UPDATE {schema}.runs SET enqueued_at = now() WHERE run_id = %(run_id)s;
+
+-- name: insert_partitions
+-- One row per partition key; task ids are made here so the audit row names the Celery
+-- message before it is sent.
+INSERT INTO {schema}.partitions (run_id, part_key, split_lo, split_hi, task_id)
+SELECT %(run_id)s, k.key, k.lo, k.hi, gen_random_uuid()::text
+FROM unnest(%(keys)s::text[], %(los)s::bigint[], %(his)s::bigint[]) AS k(key, lo, hi)
+RETURNING part_id, part_key, task_id;
+
+-- name: requeue_unfinished
+-- For --resume and the sweeper: partitions of a run that did not finish go back to queued
+-- with a fresh task id and a fresh attempt budget.
+UPDATE {schema}.partitions
+SET state = 'queued', attempts = 0, retries = 0, task_id = gen_random_uuid()::text,
+    lease_owner = NULL, lease_expires_at = NULL, queued_at = now(), error = NULL
+WHERE run_id = %(run_id)s AND state <> 'finished'
+  AND (%(part_ids)s::bigint[] IS NULL OR part_id = ANY(%(part_ids)s::bigint[]))
+RETURNING part_id, part_key, task_id;
+
+-- name: claim_partition
+-- Start an attempt: take the lease unless the partition is done, failed, leased by a live
+-- attempt, or out of attempts. Returns the row as it was plus whether the claim took.
+WITH cur AS (
+    SELECT part_id, state, attempts, retries, lease_owner,
+           extract(epoch FROM lease_expires_at - now()) AS lease_left
+    FROM {schema}.partitions WHERE part_id = %(part_id)s FOR UPDATE
+), claimed AS (
+    UPDATE {schema}.partitions p
+    SET state = 'started', attempts = p.attempts + 1, task_id = %(task_id)s,
+        worker = %(worker)s, lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = now(), heartbeat_at = now()
+    FROM cur
+    WHERE p.part_id = cur.part_id
+      AND cur.state NOT IN ('finished', 'failed')
+      AND (cur.lease_left IS NULL OR cur.lease_left <= 0 OR cur.lease_owner = %(owner)s
+           OR cur.lease_owner = ANY(%(dead_owners)s::text[]))
+      AND cur.attempts - cur.retries < %(max_attempts)s
+    RETURNING p.attempts
+)
+SELECT cur.state::text, cur.attempts, cur.retries, cur.lease_owner, cur.lease_left,
+       claimed.attempts AS claimed_attempts
+FROM cur LEFT JOIN claimed ON true;
+
+-- name: renew_lease
+UPDATE {schema}.partitions
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), heartbeat_at = now()
+WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started';
+
+-- name: partition_state
+SELECT state::text FROM {schema}.partitions WHERE part_id = %(part_id)s;
+
+-- name: mark_finished
+UPDATE {schema}.partitions
+SET state = 'finished', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+    error = NULL, rows_read = %(rows_read)s, rows_written = %(rows_written)s,
+    read_seconds = %(read_seconds)s, transform_seconds = %(transform_seconds)s,
+    write_seconds = %(write_seconds)s, duration_seconds = %(duration_seconds)s,
+    memory_before_bytes = %(memory_before_bytes)s, memory_after_bytes = %(memory_after_bytes)s,
+    peak_rss_bytes = %(peak_rss_bytes)s
+WHERE part_id = %(part_id)s;
+
+-- name: mark_retrying
+UPDATE {schema}.partitions
+SET state = 'retrying', retries = retries + 1, lease_owner = NULL, lease_expires_at = NULL,
+    error = %(error)s
+WHERE part_id = %(part_id)s AND state NOT IN ('finished', 'failed');
+
+-- name: mark_failed
+UPDATE {schema}.partitions
+SET state = 'failed', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+    error = %(error)s, rows_read = coalesce(%(rows_read)s, rows_read)
+WHERE part_id = %(part_id)s AND state <> 'finished';
+
+-- name: release_lease
+-- A delivery that gives up its claim without an outcome (warm shutdown, deferral).
+UPDATE {schema}.partitions
+SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL
+WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started';
+
+-- name: run_partitions
+SELECT part_id, part_key, split_lo, split_hi, state::text, attempts, retries, task_id, worker,
+       queued_at, started_at, finished_at, rows_read, rows_written, read_seconds,
+       transform_seconds, write_seconds, duration_seconds, memory_before_bytes,
+       memory_after_bytes, peak_rss_bytes, error
+FROM {schema}.partitions WHERE run_id = %(run_id)s ORDER BY part_id;
+
+-- name: run_counts
+SELECT state::text, count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_written), 0)
+FROM {schema}.partitions WHERE run_id = %(run_id)s GROUP BY state;
+
+-- name: latest_run
+SELECT run_id FROM {schema}.runs ORDER BY created_at DESC LIMIT 1;
+
+-- name: run_timing
+SELECT min(started_at), max(finished_at), now(),
+       coalesce(sum(duration_seconds), 0), max(peak_rss_bytes),
+       coalesce(sum(memory_before_bytes), 0), coalesce(sum(memory_after_bytes), 0),
+       max(memory_before_bytes)
+FROM {schema}.partitions WHERE run_id = %(run_id)s;
+
+-- name: run_failures
+SELECT part_key, split_lo, split_hi, error, attempts
+FROM {schema}.partitions
+WHERE run_id = %(run_id)s AND state = 'failed'
+ORDER BY part_key NULLS FIRST, split_lo;
+
+-- name: run_slowest
+SELECT part_key, split_lo, split_hi, duration_seconds, rows_written, worker
+FROM {schema}.partitions
+WHERE run_id = %(run_id)s AND state = 'finished'
+ORDER BY duration_seconds DESC NULLS LAST
+LIMIT %(limit)s;
