@@ -1,0 +1,100 @@
+"""Read exactly one partition of the raw table into Arrow.
+
+The query runs through ADBC, which executes it as `COPY (SELECT ...) TO STDOUT (FORMAT
+binary)` and decodes straight into Arrow buffers: no per-row Python objects, and every type
+keeps its exact value (text with tabs or `\\N`, '' versus NULL, NULL integers, numeric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from psycopg import sql
+
+from etl_worker.arrowtypes import normalize_read
+from etl_worker.db import Column, TableName
+from etl_worker.errors import MemoryCeilingExceeded
+
+
+@dataclass(frozen=True)
+class PartitionKey:
+    """One task's share of the table: rows whose partition column equals `value` (IS NULL
+    when `value` is None), optionally only those with `split_column` in [lo, hi)."""
+
+    value: str | None
+    split_lo: int | None = None
+    split_hi: int | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name the partition: the value, quoted, or NULL."""
+        base = "NULL" if self.value is None else repr(self.value)
+        if self.split_lo is None:
+            return base
+        return f"{base}[{self.split_lo}, {self.split_hi})"
+
+
+def predicate(
+    key: PartitionKey, column: Column, split_column: str | None = None
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """WHERE clause (and its parameters) selecting the partition's rows, index-friendly:
+    `col = CAST(value AS coltype)` or `col IS NULL` — never `IS NOT DISTINCT FROM`, which
+    Postgres cannot answer from an index."""
+    col = sql.Identifier(column.name)
+    params: dict[str, Any] = {}
+    if key.value is None:
+        clause: sql.Composable = sql.SQL("{} IS NULL").format(col)
+    else:
+        clause = sql.SQL("{} = CAST(%(part_key)s AS {})").format(col, column.type_ident)
+        params["part_key"] = key.value
+    if key.split_lo is not None or key.split_hi is not None:
+        if split_column is None:
+            raise ValueError("a split partition needs its split column")
+        split = sql.Identifier(split_column)
+        if key.split_lo is not None:
+            clause = sql.SQL("{} AND {} >= %(split_lo)s").format(clause, split)
+            params["split_lo"] = key.split_lo
+        if key.split_hi is not None:
+            clause = sql.SQL("{} AND {} < %(split_hi)s").format(clause, split)
+            params["split_hi"] = key.split_hi
+    return clause, params
+
+
+def select_sql(table: TableName, where: sql.Composable) -> sql.Composed:
+    return sql.SQL("SELECT * FROM {} WHERE {}").format(table.ident, where)
+
+
+def read_arrow(
+    adbc_conn: Any,
+    query_text: str,
+    columns: list[Column],
+    *,
+    ceiling_bytes: int = 0,
+    label: str = "",
+) -> pa.Table:
+    """Run `query_text` (values already bound) and return its rows as one Arrow table.
+
+    Reads batch by batch so a partition over `ceiling_bytes` is refused before it is all in
+    memory. Ends the read transaction, so no snapshot is held during the transform.
+    """
+    cur = adbc_conn.cursor()
+    try:
+        cur.execute(query_text)
+        reader = cur.fetch_record_batch()
+        batches: list[pa.RecordBatch] = []
+        total = 0
+        for batch in reader:
+            total += batch.nbytes
+            if ceiling_bytes and total > ceiling_bytes:
+                raise MemoryCeilingExceeded(
+                    f"partition {label} holds more than {ceiling_bytes:,} bytes "
+                    f"(ETL_MEMORY_CEILING) after {sum(b.num_rows for b in batches):,} rows"
+                )
+            batches.append(batch)
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+    finally:
+        cur.close()
+        adbc_conn.rollback()
+    return normalize_read(table, columns)

@@ -1,0 +1,113 @@
+"""Arrow <-> pandas for one partition, and lossless downcasting.
+
+The transform gets pyarrow-backed columns (`pd.ArrowDtype`): converting from the Arrow table
+the reader produced is nearly free, strings cost no Python objects, and integer columns keep
+their NULLs without turning into floats.
+
+Downcasting runs on the transform's *output*, never its input: a user's `employees * 1000`
+on a column downcast to int16 would overflow (pandas' numpy-nullable Int16 wraps silently).
+Every downcast is lossless: integers to the smallest type holding their min and max, float64
+to float32 only when every value round-trips exactly, low-cardinality strings to categories.
+The writer casts each column back to the target's type, so the values written are the same.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: A string column becomes a category when at most this share of its values are distinct.
+CATEGORY_MAX_DISTINCT_SHARE = 0.5
+#: ... and it has at least this many values (tiny frames gain nothing).
+CATEGORY_MIN_ROWS = 64
+
+_INT_LADDER = (pa.int8(), pa.int16(), pa.int32(), pa.int64())
+_INT_BOUNDS = {t: (-(2 ** (t.bit_width - 1)), 2 ** (t.bit_width - 1) - 1) for t in _INT_LADDER}
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """The partition as a DataFrame with pyarrow-backed columns."""
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def frame_memory(df: pd.DataFrame) -> int:
+    """Bytes the frame holds, strings included (deep)."""
+    return int(df.memory_usage(deep=True, index=True).sum())
+
+
+def smallest_int_type(low: int, high: int) -> pa.DataType:
+    for candidate in _INT_LADDER:
+        lo, hi = _INT_BOUNDS[candidate]
+        if lo <= low and high <= hi:
+            return candidate
+    return pa.int64()
+
+
+def _arrow(series: pd.Series) -> pa.ChunkedArray | pa.Array:
+    if isinstance(series.dtype, pd.ArrowDtype):
+        return series.array.__arrow_array__()
+    return pa.array(series, from_pandas=True)
+
+
+def _downcast_int(series: pd.Series, values: pa.ChunkedArray | pa.Array) -> pd.Series:
+    bounds = pc.min_max(values)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is None:  # all NULL: nothing to learn, keep the type
+        return series
+    target = smallest_int_type(low, high)
+    if target.bit_width >= values.type.bit_width:
+        return series
+    return pd.Series(
+        pd.array(values.cast(target), dtype=pd.ArrowDtype(target)),
+        index=series.index,
+        name=series.name,
+    )
+
+
+def _downcast_float(series: pd.Series, values: pa.ChunkedArray | pa.Array) -> pd.Series:
+    if values.type != pa.float64() or len(values) == 0:
+        return series
+    narrow = values.cast(pa.float32(), safe=False)
+    back = narrow.cast(pa.float64())
+    # Exact round trip for every non-null value; NaN compares unequal, so count it apart.
+    same = pc.or_(pc.equal(back, values), pc.and_(pc.is_nan(back), pc.is_nan(values)))
+    if not pc.all(pc.fill_null(same, True)).as_py():
+        return series
+    return pd.Series(
+        pd.array(narrow, dtype=pd.ArrowDtype(pa.float32())), index=series.index, name=series.name
+    )
+
+
+def _maybe_category(series: pd.Series, values: pa.ChunkedArray | pa.Array) -> pd.Series:
+    if len(values) < CATEGORY_MIN_ROWS:
+        return series
+    distinct = pc.count_distinct(values).as_py()
+    if distinct > CATEGORY_MAX_DISTINCT_SHARE * len(values):
+        return series
+    return series.astype("category")
+
+
+def downcast(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` with each column in the smallest lossless type (see module doc)."""
+    out = {}
+    for name in df.columns:
+        series = df[name]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            out[name] = series
+            continue
+        try:
+            values = _arrow(series)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            out[name] = series  # mixed Python objects: leave them to the writer
+            continue
+        kind = values.type
+        if pa.types.is_integer(kind) and pa.types.is_signed_integer(kind):
+            out[name] = _downcast_int(series, values)
+        elif pa.types.is_floating(kind):
+            out[name] = _downcast_float(series, values)
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            out[name] = _maybe_category(series, values)
+        else:
+            out[name] = series
+    return pd.DataFrame(out, index=df.index)
