@@ -1,0 +1,312 @@
+"""Run one partition: claim -> read -> transform -> downcast -> (lock, delete + COPY, finished)
+in one transaction. Callable without Celery; `tasks.py` only maps its outcome onto Celery.
+
+Why each step is safe to repeat:
+- the claim refuses partitions already finished or failed in this run, and partitions leased
+  by a live attempt (a duplicate delivery waits for the lease instead of doing the work twice);
+- the write takes a transaction-level advisory lock on (target, partition), re-checks that the
+  partition is not finished, deletes its earlier rows and COPYs the new ones, and marks it
+  finished — all in one transaction, so a crash at any point leaves either the old rows or
+  the new ones, each exactly once, and an audit row that says which.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from psycopg import sql
+
+from etl_worker import memory
+from etl_worker.context import PreparedRun, WorkerContext
+from etl_worker.db import classify, first_line
+from etl_worker.errors import (
+    AttemptsExhausted,
+    MemoryCeilingExceeded,
+    PermanentPartitionError,
+    TransformError,
+    TransientError,
+)
+from etl_worker.extract import PartitionKey, predicate, read_arrow, select_sql
+from etl_worker.frames import downcast, frame_memory, to_frame
+from etl_worker.load import check_partition_values, ingest, to_arrow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What happened to one delivery of a partition."""
+
+    status: str  # finished | skipped | deferred | retry | failed
+    part_id: int
+    detail: str = ""
+    countdown: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class RetryLater(Exception):
+    """Raised to the task layer: send this partition again after `countdown` seconds."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.detail)
+        self.outcome = outcome
+
+
+def backoff(retries: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: half fixed, half random, so a fleet that lost its
+    database at once does not come back at once."""
+    delay = min(cap, base * 2**retries)
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def traceback_last_line(exc: BaseException) -> str:
+    lines = traceback.format_exception_only(type(exc), exc)
+    return lines[-1].strip() if lines else repr(exc)
+
+
+def _owner_is_dead_here(owner: str | None, host: str) -> bool:
+    """The lease owner is a process on this machine that no longer exists (OOM-killed)."""
+    if not owner:
+        return False
+    parts = owner.split(":")
+    if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def run_partition(
+    ctx: WorkerContext, run_id: str, part_id: int, key: PartitionKey, task_id: str
+) -> Outcome:
+    """Process one delivery of a partition. Raises `RetryLater` for a retry or a deferral,
+    the `PermanentPartitionError` after recording `failed`; returns the outcome otherwise."""
+    settings = ctx.settings
+    owner = f"{ctx.host}:{ctx.pid}:{uuid.uuid4().hex[:12]}"
+    try:
+        claim = _claim(ctx, part_id, task_id, owner)
+    except Exception as exc:  # the database is unreachable: nothing recorded, try again
+        ctx.reset_connections()
+        error = classify(exc)
+        if isinstance(error, TransientError):
+            raise RetryLater(Outcome("retry", part_id, str(error))) from exc
+        raise
+    if claim is None:
+        return Outcome("skipped", part_id, "no such partition in the audit table")
+    if not claim.claimed:
+        if claim.done:
+            return Outcome("skipped", part_id, f"already {claim.state} in this run")
+        if claim.leased_elsewhere:
+            # Another delivery of this partition is running (Redis redelivered it, or a
+            # broker reconnect restored it): come back when its lease would have lapsed.
+            wait = float(claim.lease_left or 0) + 1.0
+            raise RetryLater(
+                Outcome("deferred", part_id, f"leased by {claim.lease_owner}", countdown=wait)
+            )
+        rows = _count_rows(ctx, run_id, key)
+        error = AttemptsExhausted(
+            f"partition {key.label} ({rows:,} rows): gave up after {claim.attempts} attempts "
+            "that died without finishing (the worker process was killed each time — out of "
+            f"memory? memory ceiling {settings.memory_ceiling_bytes:,} bytes) — give workers "
+            "more memory or lower their concurrency, then: etl-enqueue --resume " + run_id
+        )
+        ctx.audit.mark_failed(part_id, str(error), rows_read=rows)
+        raise error
+
+    ctx.heartbeat.watch(part_id, owner)
+    memory.reset_peak()
+    try:
+        return _process(ctx, ctx.prepared(run_id), part_id, key)
+    except Exception as exc:
+        _record_failure(ctx, run_id, part_id, key, claim.retries, exc)
+        raise
+    except BaseException:
+        # Shutdown (SystemExit) or termination mid-partition: not the partition's fault.
+        # Give the lease back so the redelivered message can start at once.
+        _safe(lambda: ctx.audit.release_lease(part_id, owner))
+        raise
+    finally:
+        ctx.heartbeat.unwatch()
+
+
+def _claim(ctx: WorkerContext, part_id: int, task_id: str, owner: str) -> Any:
+    audit, settings = ctx.audit, ctx.settings
+    kwargs = dict(
+        task_id=task_id,
+        worker=ctx.worker_name,
+        owner=owner,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_attempts,
+    )
+    claim = audit.claim(part_id, **kwargs)  # type: ignore[arg-type]
+    if claim is not None and not claim.claimed and claim.leased_elsewhere:
+        # The lease holder may be a process on this machine that was killed (OOM): its
+        # message came straight back to us; take over now instead of waiting out the lease.
+        if claim.lease_owner and _owner_is_dead_here(claim.lease_owner, ctx.host):
+            claim = audit.claim(part_id, dead_owners=[claim.lease_owner], **kwargs)  # type: ignore[arg-type]
+    return claim
+
+
+def _count_rows(ctx: WorkerContext, run_id: str, key: PartitionKey) -> int:
+    run = ctx.prepared(run_id)
+    where, params = predicate(key, run.partition_column, run.split_column)
+    query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(run.raw.ident, where)
+    row = ctx.pg.execute(query, params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _record_failure(
+    ctx: WorkerContext,
+    run_id: str,
+    part_id: int,
+    key: PartitionKey,
+    retries: int,
+    exc: BaseException,
+) -> None:
+    """Turn an exception into the audit row's next state; re-raising is the caller's job,
+    except for transient errors, which become `RetryLater` while retries remain."""
+    settings = ctx.settings
+    error = exc if isinstance(exc, PermanentPartitionError | RetryLater) else classify(exc)
+    if isinstance(error, RetryLater):
+        return
+    if _is_soft_time_limit(exc):
+        error = PermanentPartitionError(
+            f"partition {key.label} ran past the task time limit of "
+            f"{settings.soft_time_limit}s (ETL_TASK_TIME_LIMIT) — raise it, or split big "
+            "partitions"
+        )
+    elif isinstance(error, MemoryCeilingExceeded):
+        rows = _safe(lambda: _count_rows(ctx, run_id, key))
+        error = MemoryCeilingExceeded(
+            f"partition {key.label} ({rows:,} rows) is larger than the memory ceiling of "
+            f"{settings.memory_ceiling_bytes:,} bytes (ETL_MEMORY_CEILING) — raise the "
+            "ceiling on bigger workers, or split big partitions"
+            if isinstance(rows, int)
+            else str(error)
+        )
+    if isinstance(error, TransientError):
+        ctx.reset_connections()
+        if retries < settings.max_retries:
+            countdown = backoff(retries, settings.retry_backoff_base, settings.retry_backoff_max)
+            _safe(lambda: ctx.audit.mark_retrying(part_id, f"{error} (retry in {countdown:.0f}s)"))
+            raise RetryLater(Outcome("retry", part_id, str(error), countdown=countdown)) from exc
+        error = PermanentPartitionError(
+            f"partition {key.label}: still failing after {retries} retries: {error}"
+        )
+    if not isinstance(error, PermanentPartitionError):
+        # Not ours, not the database's: a bug. Record it rather than loop on it.
+        error = PermanentPartitionError(
+            f"partition {key.label}: unexpected {traceback_last_line(exc)}"
+        )
+    message = str(error)
+    _safe(lambda: ctx.audit.mark_failed(part_id, message))
+    log.error("partition %s failed: %s", key.label, message)
+    if error is not exc:
+        raise error from exc
+
+
+def _safe(action: Any) -> Any:
+    """Run an audit write that must not hide the error being reported."""
+    try:
+        return action()
+    except Exception as exc:
+        log.warning("audit write failed: %s", first_line(exc))
+        return None
+
+
+def _is_soft_time_limit(exc: BaseException) -> bool:
+    return type(exc).__name__ == "SoftTimeLimitExceeded"
+
+
+def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionKey) -> Outcome:
+    settings, audit = ctx.settings, ctx.audit
+    started = time.perf_counter()
+    where, params = predicate(key, run.partition_column, run.split_column)
+    bind = audit.bind  # psycopg's client-side binding, for SQL sent over ADBC
+
+    table = read_arrow(
+        ctx.adbc,
+        bind(select_sql(run.raw, where), params),
+        run.raw_columns,
+        ceiling_bytes=settings.memory_ceiling_bytes,
+        label=key.label,
+    )
+    rows_read = table.num_rows
+    frame = to_frame(table)
+    del table
+    read_done = time.perf_counter()
+
+    try:
+        result = run.transform(frame)
+    except Exception as exc:
+        raise TransformError(
+            f"transform {run.spec.transform} failed on partition {key.label}: "
+            f"{traceback_last_line(exc)}"
+        ) from exc
+    if not isinstance(result, pd.DataFrame):
+        raise TransformError(
+            f"transform {run.spec.transform} returned {type(result).__name__} for partition "
+            f"{key.label}, not a DataFrame"
+        )
+    del frame
+    memory_before = frame_memory(result)
+    result = downcast(result)
+    memory_after = frame_memory(result)
+    data = to_arrow(result, run.target_schema)
+    del result
+    check_partition_values(data, run.spec.partition_column, key.value, key.label)
+    transform_done = time.perf_counter()
+
+    # NULL and '' are different partitions: tag the value so they get different locks.
+    tagged = "n" if key.value is None else "v" + key.value
+    lock_key = f"{run.target}\x1f{tagged}\x1f{key.split_lo}"
+    cur = ctx.adbc.cursor()
+    try:
+        cur.execute(
+            bind(
+                sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"), {"k": lock_key}
+            )
+        )
+        cur.fetchall()
+        cur.execute(audit.state_sql(part_id))
+        state = cur.fetchone()
+        if state is not None and state[0] == "finished":
+            ctx.adbc.rollback()
+            return Outcome("skipped", part_id, "finished by another delivery meanwhile")
+        rows_written = 0
+        if not run.spec.dry_run:
+            delete = sql.SQL("DELETE FROM {} WHERE {}").format(run.target.ident, where)
+            cur.execute(bind(delete, params))
+            rows_written = ingest(cur, run.target, data)
+        finished = time.perf_counter()
+        stats = {
+            "rows_read": rows_read,
+            "rows_written": rows_written,
+            "read_seconds": read_done - started,
+            "transform_seconds": transform_done - read_done,
+            "write_seconds": finished - transform_done,
+            "duration_seconds": finished - started,
+            "memory_before_bytes": memory_before,
+            "memory_after_bytes": memory_after,
+            "peak_rss_bytes": memory.peak_rss(),
+        }
+        cur.execute(audit.finished_sql(part_id, stats))
+        ctx.adbc.commit()
+    except BaseException:
+        _safe(ctx.adbc.rollback)
+        raise
+    finally:
+        cur.close()
+    return Outcome("finished", part_id, stats=stats)

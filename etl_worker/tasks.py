@@ -1,0 +1,50 @@
+"""The worker's Celery app and its one task. The task is thin: `pipeline.run_partition`
+does the work; this module maps its outcome onto Celery (retry, defer, fail).
+
+Start workers with `celery -A etl_worker worker` (the app is `etl_worker.app`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from etl_worker import pipeline
+from etl_worker.celery_app import TASK_NAME, make_app
+from etl_worker.config import Settings
+from etl_worker.context import worker_context
+from etl_worker.extract import PartitionKey
+
+log = logging.getLogger(__name__)
+
+settings = Settings.load()
+app = make_app(settings)
+
+
+@app.task(name=TASK_NAME, bind=True, max_retries=None)
+def process_partition(
+    self: Task,
+    run_id: str,
+    zip: str | None,
+    part_id: int,
+    split: list[int | None] | None = None,
+) -> dict[str, Any]:
+    """Process one partition (zip) of a run. Arguments are JSON: the run id, the partition
+    value (None for the NULL partition), its audit row, and an optional [lo, hi) split."""
+    ctx = worker_context(settings, worker_name=self.request.hostname)
+    lo, hi = (split or [None, None])[:2]
+    key = PartitionKey(zip, lo, hi)
+    try:
+        outcome = pipeline.run_partition(ctx, run_id, part_id, key, self.request.id or "")
+    except pipeline.RetryLater as later:
+        log.info(
+            "partition %s: %s; again in %.1fs",
+            key.label,
+            later.outcome.detail,
+            later.outcome.countdown,
+        )
+        raise self.retry(countdown=later.outcome.countdown) from None
+    log.info("partition %s %s %s", key.label, outcome.status, outcome.detail)
+    return {"status": outcome.status, "rows": outcome.stats.get("rows_written")}
