@@ -1,0 +1,79 @@
+"""etl-enqueue: start a run (or resume one) and optionally wait for it."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from etl_worker import producer
+from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.progress import wait_for_run
+from etl_worker.status import format_status
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--all-zips", is_flag=True, help="Every distinct value of the partition column.")
+@click.option("--zips", help="Comma-separated partition values, e.g. 10016,10017.")
+@click.option("--zip-table", help="Take the partition values from this table's partition column.")
+@click.option(
+    "--resume",
+    "resume_run",
+    metavar="RUN_ID",
+    help="Send again the partitions of RUN_ID that did not finish (its own tables and transform).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    default=None,
+    help="Read and transform, record statistics, write nothing to the target [env ETL_DRY_RUN].",
+)
+@click.option(
+    "--wait", is_flag=True, help="Show progress until the run ends; exit 1 if any partition failed."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="With --wait, print the final status as JSON."
+)
+@setting_options()
+@handle_errors
+def main(
+    all_zips: bool,
+    zips: str | None,
+    zip_table: str | None,
+    resume_run: str | None,
+    dry_run: bool | None,
+    wait: bool,
+    as_json: bool,
+    **overrides: str | None,
+) -> None:
+    """Enqueue one Celery task per partition (zip code) of the raw table.
+
+    Prints the run id alone on the first line of stdout.
+    """
+    chosen = [bool(all_zips), zips is not None, zip_table is not None, resume_run is not None]
+    if sum(chosen) != 1:
+        raise click.UsageError("choose exactly one of --all-zips, --zips, --zip-table, --resume")
+    settings = load_settings(dry_run=dry_run, **overrides)
+    if resume_run:
+        result = producer.resume_run(settings, resume_run)
+    else:
+        selected = None
+        if zips is not None:
+            selected = [z.strip() for z in zips.split(",") if z.strip()]
+            if not selected:
+                raise click.UsageError("--zips needs at least one value")
+        result = producer.enqueue_run(settings, zips=selected, zip_table=zip_table)
+    click.echo(result.run_id)
+    verb = "re-enqueued" if result.resumed else "enqueued"
+    click.echo(
+        f"{verb} {result.partitions:,} partitions in {result.seconds:.2f}s "
+        f"({settings.raw_table} -> {settings.target_table})",
+        err=True,
+    )
+    if not wait:
+        return
+    status = wait_for_run(settings, result.run_id, show=sys.stderr.isatty() or True)
+    click.echo(json.dumps(status.as_json(), default=str) if as_json else format_status(status))
+    if status.failed:
+        sys.exit(1)

@@ -1,0 +1,45 @@
+"""etl-status: a run's progress, failures and timings, from the audit table."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from etl_worker.audit import Audit
+from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.db import connect
+from etl_worker.errors import RunNotFound
+from etl_worker.status import format_status, run_status
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until the run ends.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@setting_options("database_url")
+@handle_errors
+def main(
+    run_id: str | None, as_json: bool, watch: bool, interval: float, **overrides: str | None
+) -> None:
+    """Report RUN_ID (default: the latest run)."""
+    settings = load_settings(**overrides)
+    with connect(settings.database_url) as conn:
+        audit = Audit(conn, settings.audit_schema)
+        if run_id is None:
+            run_id = audit.latest_run_id()
+            if run_id is None:
+                raise RunNotFound("no runs in the audit table yet — start one with etl-enqueue")
+        while True:
+            status = run_status(audit, run_id)
+            if as_json:
+                click.echo(json.dumps(status.as_json(), default=str))
+            else:
+                if watch:
+                    click.clear()
+                click.echo(format_status(status))
+            if not watch or status.complete:
+                break
+            time.sleep(interval)

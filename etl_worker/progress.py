@@ -1,0 +1,77 @@
+"""Wait for a run to finish, with a live progress bar (rich) on stderr."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from etl_worker.audit import Audit, State
+from etl_worker.config import Settings
+from etl_worker.db import connect
+from etl_worker.status import RunStatus, run_status
+
+
+def wait_for_run(
+    settings: Settings,
+    run_id: str,
+    *,
+    poll_seconds: float = 1.0,
+    timeout: float | None = None,
+    show: bool = True,
+    on_poll: Callable[[], None] | None = None,
+) -> RunStatus:
+    """Poll the audit table until every partition of the run is finished or failed.
+
+    `on_poll` runs between polls (the sweeper hooks in there, so a waiting producer also
+    recovers partitions of dead workers). Raises TimeoutError after `timeout` seconds.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    console = Console(stderr=True)
+    with connect(settings.database_url) as conn:
+        audit = Audit(conn, settings.audit_schema)
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rows]:>12,} rows  {task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not show,
+            transient=False,
+        )
+        with progress:
+            bar = progress.add_task(f"run {run_id}", total=None, rows=0, failed=0)
+            while True:
+                counts = audit.counts(run_id)
+                total = sum(c[0] for c in counts.values())
+                finished = counts.get(State.FINISHED, (0, 0, 0))[0]
+                failed = counts.get(State.FAILED, (0, 0, 0))[0]
+                rows = sum(c[2] for c in counts.values())
+                progress.update(
+                    bar, total=total, completed=finished + failed, rows=rows, failed=failed
+                )
+                if total and finished + failed >= total:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"run {run_id}: {finished + failed}/{total} partitions done after "
+                        f"{timeout}s"
+                    )
+                if on_poll is not None:
+                    on_poll()
+                time.sleep(poll_seconds)
+        return run_status(audit, run_id)

@@ -1,0 +1,182 @@
+"""A run's progress and outcome, computed from the audit table alone."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from etl_worker.audit import Audit, State
+
+
+def partition_label(key: str | None, lo: int | None = None, hi: int | None = None) -> str:
+    base = "NULL" if key is None else key
+    return base if lo is None else f"{base}[{lo},{hi})"
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    raw_table: str
+    target_table: str
+    transform: str
+    mode: str
+    total: int
+    states: dict[str, int]
+    rows_read: int
+    rows_written: int
+    elapsed_seconds: float
+    rows_per_second: float
+    zips_per_minute: float
+    eta_seconds: float | None
+    peak_rss_bytes: int | None
+    memory_before_bytes: int
+    memory_after_bytes: int
+    largest_frame_bytes: int | None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    failures_by_error: dict[str, list[str]] = field(default_factory=dict)
+    slowest: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.states.get(State.FINISHED, 0) + self.states.get(State.FAILED, 0)
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.total
+
+    @property
+    def failed(self) -> int:
+        return self.states.get(State.FAILED, 0)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(done=self.done, percent=round(self.percent, 2), complete=self.complete)
+        return data
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
+        return 0.0
+    return max(0.0, (end - start).total_seconds())
+
+
+def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
+    spec = audit.get_run(run_id)
+    counts = audit.counts(run_id)
+    states = {s.value: counts.get(s.value, (0, 0, 0))[0] for s in State}
+    total = sum(states.values())
+    rows_read = sum(c[1] for c in counts.values())
+    rows_written = sum(c[2] for c in counts.values())
+    first, last, now, _, peak, mem_before, mem_after, largest = audit.timing(run_id)
+    done = states[State.FINISHED] + states[State.FAILED]
+    elapsed = _seconds(first, now if done < total else last)
+    rate = rows_written / elapsed if elapsed else 0.0
+    zips_per_minute = 60.0 * done / elapsed if elapsed else 0.0
+    remaining = total - done
+    eta = remaining / (zips_per_minute / 60.0) if zips_per_minute and remaining else None
+    status = RunStatus(
+        run_id=run_id,
+        raw_table=spec.raw_table,
+        target_table=spec.target_table,
+        transform=spec.transform,
+        mode=str(spec.mode),
+        total=total,
+        states=states,
+        rows_read=rows_read,
+        rows_written=rows_written,
+        elapsed_seconds=round(elapsed, 3),
+        rows_per_second=round(rate, 1),
+        zips_per_minute=round(zips_per_minute, 1),
+        eta_seconds=None if eta is None else round(eta, 1),
+        peak_rss_bytes=peak,
+        memory_before_bytes=int(mem_before),
+        memory_after_bytes=int(mem_after),
+        largest_frame_bytes=largest,
+    )
+    if details:
+        grouped: dict[str, list[str]] = defaultdict(list)
+        for key, lo, hi, error, attempts in audit.failures(run_id):
+            label = partition_label(key, lo, hi)
+            status.failures.append(
+                {"zip": key, "partition": label, "error": error, "attempts": attempts}
+            )
+            grouped[_error_kind(error or "")].append(label)
+        status.failures_by_error = dict(grouped)
+        status.slowest = [
+            {
+                "zip": key,
+                "partition": partition_label(key, lo, hi),
+                "seconds": round(d or 0, 3),
+                "rows": rows,
+                "worker": worker,
+            }
+            for key, lo, hi, d, rows, worker in audit.slowest(run_id)
+        ]
+    return status
+
+
+def _error_kind(error: str) -> str:
+    """Group errors that differ only by the partition they name."""
+    text = re.sub(r"partition (NULL|'[^']*')(\[[^)]*\))?", "partition <zip>", error)
+    text = re.sub(r"\(\d[\d,]* rows\)", "(<n> rows)", text)
+    return text
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
+    """The human summary `etl-status` prints."""
+    s = status
+    lines = [
+        f"run {s.run_id}  {s.raw_table} -> {s.target_table}  transform {s.transform}"
+        + ("  (dry run: nothing written)" if s.mode == "dry_run" else ""),
+        f"progress   {s.done:,}/{s.total:,} partitions ({s.percent:.1f}%)"
+        + ("  complete" if s.complete else f"  ETA {_duration(s.eta_seconds)}"),
+        "states     " + "  ".join(f"{k} {v:,}" for k, v in s.states.items()),
+        f"rows       read {s.rows_read:,}  written {s.rows_written:,}",
+        f"throughput {s.rows_per_second:,.0f} rows/s  {s.zips_per_minute:,.0f} zips/min  "
+        f"elapsed {_duration(s.elapsed_seconds)}",
+        f"memory     peak RSS {_size(s.peak_rss_bytes)}  largest frame "
+        f"{_size(s.largest_frame_bytes)}  frames {_size(s.memory_before_bytes)} -> "
+        f"{_size(s.memory_after_bytes)} after downcasting",
+    ]
+    if s.slowest:
+        lines.append(
+            "slowest    "
+            + "  ".join(
+                f"{x['partition']} {x['seconds']:.2f}s/{x['rows'] or 0:,} rows" for x in s.slowest
+            )
+        )
+    if s.failures:
+        lines.append(f"failures   {len(s.failures):,} partition(s) failed:")
+        for error, zips in list(s.failures_by_error.items())[:max_failures]:
+            shown = ", ".join(zips[:8]) + (f" and {len(zips) - 8} more" if len(zips) > 8 else "")
+            lines.append(f"  [{len(zips)}] {error}")
+            lines.append(f"       zips: {shown}")
+        lines.append(f"  retry them with: etl-enqueue --resume {s.run_id}")
+    return "\n".join(lines)
