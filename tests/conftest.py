@@ -1,0 +1,54 @@
+"""Shared fixtures: a fresh database and Redis namespace per test, real worker processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import (
+    BASE_BROKER_URL,
+    Stack,
+    Worker,
+    create_database,
+    delete_redis_prefix,
+    drop_database,
+)
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """URL of a new, empty database; dropped after the test."""
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def stack(fresh_database: str) -> Iterator[Stack]:
+    """A database, a Redis key prefix and a queue of this test's own."""
+    tag = uuid.uuid4().hex[:10]
+    prefix = f"etltest-{tag}:"
+    yield Stack(fresh_database, BASE_BROKER_URL, prefix, f"etl-{tag}")
+    delete_redis_prefix(BASE_BROKER_URL, prefix)
+
+
+@pytest.fixture
+def start_worker(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Start real Celery workers on the test's stack; all are stopped after the test."""
+    workers: list[Worker] = []
+
+    def start(concurrency: int = 2, name: str | None = None, **extra_env: str) -> Worker:
+        env = stack.env | {k: str(v) for k, v in extra_env.items()}
+        index = len(workers)
+        worker = Worker(env, tmp_path / f"worker{index}.log", name=name, concurrency=concurrency)
+        workers.append(worker)
+        return worker.wait_ready()
+
+    yield start
+    for worker in workers:
+        worker.stop()
