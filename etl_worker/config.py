@@ -114,9 +114,7 @@ class Settings:
             raise ConfigError("ETL_LEASE_SECONDS must be positive")
 
     @classmethod
-    def load(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, then `ETL_*` variables (or `ETL_*_FILE` files), then non-None overrides."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
