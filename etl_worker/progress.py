@@ -1,9 +1,14 @@
-"""Wait for a run to finish, with a live progress bar (rich) on stderr."""
+"""Live progress bars (rich) on stderr, so stdout keeps only results.
+
+`wait_for_run` follows a run's partitions in the audit table; `row_progress` counts the rows
+of a long load (etl-seed).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (
@@ -75,3 +80,25 @@ def wait_for_run(
                     on_poll()
                 time.sleep(poll_seconds)
         return run_status(audit, run_id)
+
+
+@contextmanager
+def row_progress(total: int, description: str, *, show: bool) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(rows)`: a bar counting to `total` rows when `show`, else a no-op."""
+    if not show:
+        yield lambda _rows: None
+        return
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,  # the command prints its own summary line when done
+    )
+    with progress:
+        bar = progress.add_task(description, total=total)
+        yield lambda rows: progress.advance(bar, rows)
