@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -146,8 +147,9 @@ _URL_PREFIXES = (
 
 
 def _label(word: str) -> str:
-    """'Blue Ridge' -> 'blueridge', "O'Brien" -> 'obrien': a name word as a domain label."""
-    return "".join(ch for ch in word.lower() if ch.isascii() and ch.isalnum())
+    """'Blue Ridge' -> 'blueridge', "O'Brien" -> 'obrien', 'Müller' -> 'muller': a domain label."""
+    letters = unicodedata.normalize("NFKD", word.lower())
+    return "".join(ch for ch in letters if ch.isascii() and ch.isalnum())
 
 
 # The domain of "Blue Ridge Plumbing Inc" is blueridgeplumbing.<tld>.
