@@ -429,7 +429,7 @@ class _Chunk:
         absurd = self.mask(0.002)
         cents[absurd] = self.rng.choice([_MAX_REVENUE_CENTS, 5 * 10**13, 10**13], size=absurd.sum())
         cents = np.clip(cents, -_MAX_REVENUE_CENTS, _MAX_REVENUE_CENTS)
-        return _decimal_from_cents(cents, mask=self.mask(0.1))
+        return decimal_from_cents(cents, mask=self.mask(0.1))
 
     def founded_date(self) -> pa.Array:
         first, last = (_days(day) for day in (_FOUNDED_FIRST, _FOUNDED_LAST))
@@ -494,7 +494,7 @@ def _days(day: dt.date) -> int:
     return (day - _EPOCH).days
 
 
-def _decimal_from_cents(cents: np.ndarray, mask: np.ndarray) -> pa.Array:
+def decimal_from_cents(cents: np.ndarray, mask: np.ndarray) -> pa.Array:
     """An exact decimal128(14, 2) array from integer cents, without going through floats.
 
     decimal128 stores each value as a 128-bit little-endian integer of the unscaled value,
