@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from etl_worker.fake_companies import RAW_SCHEMA, generate_companies
+from etl_worker.frames import to_frame as arrow_frame  # what the pipeline hands a transform
 from etl_worker.transforms import clean_companies, identity
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -177,11 +178,6 @@ def cleaned(column: str) -> list[Any]:
 def messy_table(rows: int | None = None) -> pa.Table:
     columns = {name: raw(name)[:rows] for name in MESSY}
     return pa.Table.from_pydict(columns, schema=RAW_SCHEMA)
-
-
-def arrow_frame(table: pa.Table) -> pd.DataFrame:
-    """What the pipeline passes to a transform."""
-    return table.to_pandas(types_mapper=pd.ArrowDtype)
 
 
 def nullable_frame(table: pa.Table) -> pd.DataFrame:
