@@ -12,7 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import importlib
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from typing import cast
 
@@ -189,8 +192,8 @@ def _null_where(values: pd.Series, condition: pd.Series) -> pd.Series:
 def load_transform(spec: str) -> Transform:
     """The callable named by `module:function` (`function` may be dotted: `mod:Class.method`).
 
-    Cached: every partition of a run asks for the same transform. Raises `ConfigError`
-    naming what is missing.
+    The current directory is searched first, then sys.path. Cached: every partition of a run
+    asks for the same transform. Raises `ConfigError` naming what is missing.
     """
     module_name, colon, attribute = spec.partition(":")
     if not (colon and module_name and attribute):
@@ -216,9 +219,30 @@ def load_transform(spec: str) -> Transform:
     return cast(Transform, target)
 
 
+@contextmanager
+def _working_directory_on_path() -> Iterator[None]:
+    """Put the current directory first on sys.path for one import, as Celery does when it
+    imports by name (`celery.utils.imports.cwd_in_path`): a console script like etl-enqueue
+    then finds the same user modules that `celery worker`, started from there, will run."""
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:  # the directory was deleted under us
+        cwd = ""
+    if not cwd or cwd in sys.path:
+        yield
+        return
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        with suppress(ValueError):
+            sys.path.remove(cwd)
+
+
 def _import(spec: str, module_name: str) -> object:
     try:
-        return importlib.import_module(module_name)
+        with _working_directory_on_path():
+            return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):

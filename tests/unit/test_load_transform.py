@@ -45,6 +45,18 @@ def test_load_transform_finds_a_function_in_a_user_module(user_module: UserModul
     assert transform(FRAME).equals(FRAME * 2)
 
 
+def test_load_transform_finds_a_module_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"cwd_transforms_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("def fn(df):\n    return df\n")
+    monkeypatch.chdir(tmp_path)
+    path_before = list(sys.path)
+
+    assert load_transform(f"{name}:fn")(FRAME) is FRAME
+    assert sys.path == path_before
+
+
 def test_load_transform_follows_a_dotted_attribute(user_module: UserModule) -> None:
     module = user_module(
         """
