@@ -164,6 +164,7 @@ class Audit:
 
     def claim(
         self,
+        run_id: str,
         part_id: int,
         *,
         task_id: str,
@@ -176,6 +177,7 @@ class Audit:
         row = self.conn.execute(
             self._q("claim_partition"),
             {
+                "run_id": run_id,
                 "part_id": part_id,
                 "task_id": task_id,
                 "worker": worker,

@@ -96,7 +96,7 @@ def run_partition(
     settings = ctx.settings
     owner = f"{ctx.host}:{ctx.pid}:{uuid.uuid4().hex[:12]}"
     try:
-        claim = _claim(ctx, part_id, task_id, owner)
+        claim = _claim(ctx, run_id, part_id, task_id, owner)
     except Exception as exc:  # the database is unreachable: nothing recorded, try again
         ctx.reset_connections()
         error = classify(exc)
@@ -141,7 +141,7 @@ def run_partition(
         ctx.heartbeat.unwatch()
 
 
-def _claim(ctx: WorkerContext, part_id: int, task_id: str, owner: str) -> Any:
+def _claim(ctx: WorkerContext, run_id: str, part_id: int, task_id: str, owner: str) -> Any:
     audit, settings = ctx.audit, ctx.settings
     kwargs = dict(
         task_id=task_id,
@@ -150,12 +150,12 @@ def _claim(ctx: WorkerContext, part_id: int, task_id: str, owner: str) -> Any:
         lease_seconds=settings.lease_seconds,
         max_attempts=settings.max_attempts,
     )
-    claim = audit.claim(part_id, **kwargs)  # type: ignore[arg-type]
+    claim = audit.claim(run_id, part_id, **kwargs)  # type: ignore[arg-type]
     if claim is not None and not claim.claimed and claim.leased_elsewhere:
         # The lease holder may be a process on this machine that was killed (OOM): its
         # message came straight back to us; take over now instead of waiting out the lease.
         if claim.lease_owner and _owner_is_dead_here(claim.lease_owner, ctx.host):
-            claim = audit.claim(part_id, dead_owners=[claim.lease_owner], **kwargs)  # type: ignore[arg-type]
+            claim = audit.claim(run_id, part_id, dead_owners=[claim.lease_owner], **kwargs)  # type: ignore[arg-type]
     return claim
 
 

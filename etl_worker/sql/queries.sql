@@ -39,7 +39,10 @@ RETURNING part_id, part_key, task_id;
 WITH cur AS (
     SELECT part_id, state, attempts, retries, lease_owner,
            extract(epoch FROM lease_expires_at - now()) AS lease_left
-    FROM {schema}.partitions WHERE part_id = %(part_id)s FOR UPDATE
+    FROM {schema}.partitions
+    -- run_id too: a stale message from another run must never claim this row.
+    WHERE part_id = %(part_id)s AND run_id = %(run_id)s
+    FOR UPDATE
 ), claimed AS (
     UPDATE {schema}.partitions p
     SET state = 'started', attempts = p.attempts + 1, task_id = %(task_id)s,
