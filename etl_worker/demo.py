@@ -45,14 +45,31 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def local_workers(settings: Settings, processes: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def local_workers(
+    settings: Settings, processes: int, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """A `celery worker` with `processes` pool processes, stopped with a warm shutdown."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "etl_worker", "worker", "-c", str(processes),
-             "-Q", settings.queue, "-n", f"demo-{os.getpid()}@%h", "--loglevel=INFO"],
-            env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "etl_worker",
+                "worker",
+                "-c",
+                str(processes),
+                "-Q",
+                settings.queue,
+                "-n",
+                f"demo-{os.getpid()}@%h",
+                "--loglevel=INFO",
+            ],
+            env=settings_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             yield worker
@@ -74,10 +91,18 @@ def run_demo(settings: Settings, options: DemoOptions) -> RunStatus:
         for note in services.notes:
             say(note)
         settings = settings.replace(database_url=database_url, broker_url=broker_url)
-        say(f"seeding {options.rows:,} rows over {options.zips:,} zips into "
-            f"{settings.raw_table} at {redact_url(database_url)}")
-        seeded = seed_raw_table(database_url, rows=options.rows, zips=options.zips,
-                                seed=options.seed, table=settings.raw_table, progress=True)
+        say(
+            f"seeding {options.rows:,} rows over {options.zips:,} zips into "
+            f"{settings.raw_table} at {redact_url(database_url)}"
+        )
+        seeded = seed_raw_table(
+            database_url,
+            rows=options.rows,
+            zips=options.zips,
+            seed=options.seed,
+            table=settings.raw_table,
+            progress=True,
+        )
         say(f"seeded {seeded.rows:,} rows in {seeded.seconds:.1f}s")
         log_path = options.state_dir / "worker.log"
         say(f"starting a worker with {options.processes} processes (log: {log_path})")

@@ -16,12 +16,18 @@ from etl_worker.demo import DemoOptions, run_demo
 @click.option("--zips", default=1_000, show_default=True, help="Distinct zip codes.")
 @click.option("--seed", default=42, show_default=True, help="Random seed of the data.")
 @click.option("--processes", default=2, show_default=True, help="Worker pool processes.")
-@click.option("--state-dir", default=".etl-demo", show_default=True, type=click.Path(),
-              help="Worker log and embedded servers' data.")
+@click.option(
+    "--state-dir",
+    default=".etl-demo",
+    show_default=True,
+    type=click.Path(),
+    help="Worker log and embedded servers' data.",
+)
 @setting_options("database_url", "broker_url", "raw_table", "target_table", "transform")
 @handle_errors
-def main(rows: int, zips: int, seed: int, processes: int, state_dir: str,
-         **overrides: str | None) -> None:
+def main(
+    rows: int, zips: int, seed: int, processes: int, state_dir: str, **overrides: str | None
+) -> None:
     """Run the whole pipeline once on generated data (falls back to embedded Postgres and
     Redis when none answer at the configured URLs)."""
     settings = load_settings(**overrides)
