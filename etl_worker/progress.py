@@ -47,19 +47,20 @@ def wait_for_run(
         audit = Audit(conn, settings.audit_schema)
         progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TaskProgressColumn(),
-            TextColumn("{task.fields[rows]:>12,} rows  {task.fields[failed]} failed"),
+            TextColumn("{task.fields[rows]:,} rows, {task.fields[failed]} failed"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=console,
+            # Not a terminal (CI, a pipe): still draw one readable line, not a squeezed one.
+            console=console if console.is_terminal else Console(stderr=True, width=120),
             disable=not show,
             transient=False,
         )
         with progress:
-            bar = progress.add_task(f"run {run_id}", total=None, rows=0, failed=0)
+            bar = progress.add_task("partitions", total=None, rows=0, failed=0)
             while True:
                 counts = audit.counts(run_id)
                 total = sum(c[0] for c in counts.values())
