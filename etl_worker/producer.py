@@ -17,11 +17,12 @@ from typing import Any
 
 import psycopg
 from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import sql
 
 from etl_worker.audit import Audit, QueuedPartition, RunMode, RunSpec
 from etl_worker.celery_app import TASK_NAME, make_app
-from etl_worker.config import Settings
+from etl_worker.config import Settings, redact_url
 from etl_worker.db import (
     Column,
     TableName,
@@ -33,7 +34,7 @@ from etl_worker.db import (
     table_columns,
     table_exists,
 )
-from etl_worker.errors import EtlError, SchemaMismatch
+from etl_worker.errors import EtlError, SchemaMismatch, ServiceUnavailable
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
 from etl_worker.transforms import load_transform
@@ -134,8 +135,38 @@ def list_partitions(
 def send_tasks(
     app: Celery, settings: Settings, run_id: str, parts: Sequence[QueuedPartition]
 ) -> float:
-    """Publish one message per partition over one connection. Returns seconds taken."""
+    """Publish one message per partition over one connection. Returns seconds taken.
+
+    The partitions are already recorded as queued: when the broker fails half-way, the
+    error says how to send the rest (`--resume`), and the sweeper would find them too.
+    """
     started = time.perf_counter()
+    try:
+        _publish(app, settings, run_id, parts)
+    except KombuOperationalError as exc:
+        raise ServiceUnavailable(
+            f"the broker at {redact_url(settings.broker_url)} failed while enqueueing run "
+            f"{run_id} ({first_line(exc)}); its partitions are recorded — when Redis is "
+            f"back: etl-enqueue --resume {run_id}"
+        ) from exc
+    return time.perf_counter() - started
+
+
+def check_broker(app: Celery, settings: Settings) -> None:
+    """Fail before anything is written when the broker does not answer."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.5)
+    except (KombuOperationalError, OSError) as exc:
+        raise ServiceUnavailable(
+            f"cannot connect to the broker at {redact_url(settings.broker_url)}: "
+            f"{first_line(exc)} — check ETL_BROKER_URL and that Redis is running"
+        ) from exc
+
+
+def _publish(
+    app: Celery, settings: Settings, run_id: str, parts: Sequence[QueuedPartition]
+) -> None:
     with app.producer_or_acquire() as producer, producer.batch(max_size=BATCH_SIZE):
         # kombu >= 5.7 buffers these publishes in a Redis pipeline, flushed every
         # BATCH_SIZE messages: 40,000 tasks take one round trip per batch, not per task.
@@ -152,7 +183,6 @@ def send_tasks(
                 argsrepr="()",
                 kwargsrepr=repr(kwargs),
             )
-    return time.perf_counter() - started
 
 
 def prepare(settings: Settings, conn: psycopg.Connection) -> tuple[list[Column], Column, list[str]]:
@@ -189,8 +219,10 @@ def enqueue_run(
         settings.transform,
         mode,
     )
+    app = app or make_app(settings)
     with connect(settings.database_url) as conn:
         raw_columns, column, warnings = prepare(settings, conn)
+        check_broker(app, settings)
         warning = check_transform_output(settings, spec, raw_columns)
         if warning:
             warnings.append(warning)
@@ -208,7 +240,7 @@ def enqueue_run(
         with conn.transaction():
             audit.create_run(spec)
             parts = audit.add_partitions(run_id, keys)
-        seconds = send_tasks(app or make_app(settings), settings, run_id, parts)
+        seconds = send_tasks(app, settings, run_id, parts)
         audit.mark_run_enqueued(run_id)
     for w in warnings:
         log.warning(w)
@@ -221,8 +253,10 @@ def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) ->
     with connect(settings.database_url) as conn:
         audit = Audit(conn, settings.audit_schema)
         audit.get_run(run_id)  # RunNotFound with a clear message
+        app = app or make_app(settings)
+        check_broker(app, settings)
         parts = audit.requeue_unfinished(run_id)
-        seconds = send_tasks(app or make_app(settings), settings, run_id, parts)
+        seconds = send_tasks(app, settings, run_id, parts)
     return Enqueued(run_id, len(parts), seconds, resumed=True)
 
 

@@ -194,3 +194,17 @@ def test_dry_run_reads_and_transforms_every_zip_and_writes_nothing(
     assert report["states"]["finished"] == 6
     assert report["rows_read"] == rows and report["rows_written"] == 0
     assert scalar(stack.database_url, "SELECT to_regclass('clean_companies')") is None
+
+
+def test_a_dead_broker_is_a_clear_error_before_anything_is_written(stack: Stack) -> None:
+    make_raw_table(stack.database_url)
+
+    result = enqueue(
+        stack, "--all-zips", "--broker-url", "redis://:hunter2@127.0.0.1:1/0", check=False
+    )
+
+    assert result.returncode == 1
+    assert "cannot connect to the broker at redis://:***@127.0.0.1:1/0" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert scalar(stack.database_url, "SELECT to_regnamespace('etl')") is None
