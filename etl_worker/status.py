@@ -12,7 +12,8 @@ from etl_worker.audit import Audit, State
 
 
 def partition_label(key: str | None, lo: int | None = None, hi: int | None = None) -> str:
-    base = "NULL" if key is None else key
+    """How reports name a partition: its value, NULL, or '' for the empty string."""
+    base = "NULL" if key is None else (key or "''")
     return base if lo is None else f"{base}[{lo},{hi})"
 
 

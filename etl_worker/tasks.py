@@ -16,11 +16,15 @@ from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import worker_context
 from etl_worker.extract import PartitionKey
+from etl_worker.flower import install_flower_defaults
 
 log = logging.getLogger(__name__)
 
 settings = Settings.load()
 app = make_app(settings)
+# `celery -A etl_worker flower` loads this module too: give Flower our columns and task
+# formatting (a no-op for workers and producers).
+install_flower_defaults()
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=None)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.services import (
     BASE_BROKER_URL,
+    Flower,
     Stack,
     Worker,
     create_database,
@@ -52,3 +53,19 @@ def start_worker(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Worker]
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def start_flower(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Flower]]:
+    """Start a real Flower (basic auth on, a free 127.0.0.1 port) on the test's stack."""
+    started: list[Flower] = []
+
+    def start(**extra_env: str) -> Flower:
+        env = stack.env | {k: str(v) for k, v in extra_env.items()}
+        flower = Flower(env, tmp_path / f"flower{len(started)}.log")
+        started.append(flower)
+        return flower.wait_ready()
+
+    yield start
+    for flower in started:
+        flower.stop()

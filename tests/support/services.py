@@ -6,19 +6,26 @@ Every test gets its own database (dropped after) and its own Redis key prefix an
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
 from psycopg import sql
+
+from etl_worker.embedded import free_port
 
 BASE_DATABASE_URL = os.environ.get(
     "ETL_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -94,38 +101,17 @@ class Stack:
         return env
 
 
-class Worker:
-    """A real `celery -A etl_worker worker` process in its own process group."""
+def celery_command(subcommand: str) -> list[str]:
+    """`celery -A etl_worker SUBCOMMAND` with this interpreter, as a user would start it."""
+    return [sys.executable, "-m", "celery", "-A", "etl_worker", subcommand]
 
-    def __init__(
-        self,
-        env: Mapping[str, str],
-        log_path: Path,
-        *,
-        name: str | None = None,
-        concurrency: int = 2,
-        extra_args: list[str] | None = None,
-    ) -> None:
-        self.name = name or f"w{uuid.uuid4().hex[:6]}@%h"
+
+class ServiceProcess:
+    """A real process of ours in its own process group, logging to a file; `stop()` ends it
+    and anything it started."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
         self.log_path = log_path
-        args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "etl_worker",
-            "worker",
-            "-n",
-            self.name,
-            "-c",
-            str(concurrency),
-            "-Q",
-            env["ETL_QUEUE"],
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-            *(extra_args or []),
-        ]
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
             args,
@@ -143,24 +129,8 @@ class Worker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 60.0) -> Worker:
-        wait_until(
-            lambda: " ready." in self.log() or self.process.poll() is not None,
-            timeout,
-            what=f"worker {self.name} to start",
-        )
-        if self.process.poll() is not None:
-            raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
-        return self
-
-    def pool_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.pid)], capture_output=True, text=True, check=False
-        ).stdout
-        return [int(p) for p in out.split()]
-
     def kill_group(self) -> None:
-        """SIGKILL the worker and its pool at once, as when a machine is terminated."""
+        """SIGKILL the process and its children at once, as when a machine is terminated."""
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -176,7 +146,118 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill_group()
         try:
-            os.killpg(self.pid, signal.SIGKILL)  # stray pool children, if any
+            os.killpg(self.pid, signal.SIGKILL)  # stray children, if any
         except ProcessLookupError:
             pass
         self._log.close()
+
+    def _fail_if_exited(self, what: str) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError(f"{what} exited with {self.process.returncode}:\n{self.log()}")
+
+
+class Worker(ServiceProcess):
+    """A real `celery -A etl_worker worker` process in its own process group."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        name: str | None = None,
+        concurrency: int = 2,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.name = name or f"w{uuid.uuid4().hex[:6]}@%h"
+        args = [
+            *celery_command("worker"),
+            "-n",
+            self.name,
+            "-c",
+            str(concurrency),
+            "-Q",
+            env["ETL_QUEUE"],
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+            *(extra_args or []),
+        ]
+        super().__init__(args, env, log_path)
+
+    def wait_ready(self, timeout: float = 60.0) -> Worker:
+        wait_until(
+            lambda: " ready." in self.log() or self.process.poll() is not None,
+            timeout,
+            what=f"worker {self.name} to start",
+        )
+        self._fail_if_exited(f"worker {self.name}")
+        return self
+
+    def pool_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    body: str
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Flower(ServiceProcess):
+    """A real `celery -A etl_worker flower` on a free 127.0.0.1 port, with basic auth."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        user: str = "etl",
+        password: str = "s3cret",
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.credentials = f"{user}:{password}"
+        args = [
+            *celery_command("flower"),
+            "--address=127.0.0.1",
+            f"--port={self.port}",
+            *(extra_args or []),
+        ]
+        super().__init__(args, dict(env) | {"FLOWER_BASIC_AUTH": self.credentials}, log_path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, *, auth: bool = True) -> HttpReply:
+        request = urllib.request.Request(self.url + path)
+        if auth:
+            token = base64.b64encode(self.credentials.encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return HttpReply(reply.status, reply.read().decode())
+        except urllib.error.HTTPError as exc:
+            return HttpReply(exc.code, exc.read().decode(errors="replace"))
+
+    def _answers(self) -> bool:
+        try:
+            return self.get("/healthcheck", auth=False).status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> Flower:
+        wait_until(
+            lambda: self._answers() or self.process.poll() is not None,
+            timeout,
+            interval=0.3,
+            what="flower to answer",
+        )
+        self._fail_if_exited("flower")
+        return self
