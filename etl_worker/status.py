@@ -78,7 +78,10 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
     first, last, now, _, peak, mem_before, mem_after, largest = audit.timing(run_id)
     done = states[State.FINISHED] + states[State.FAILED]
     elapsed = _seconds(first, now if done < total else last)
-    rate = rows_written / elapsed if elapsed else 0.0
+    # Throughput counts the rows of finished partitions as read, not as written, so that a
+    # dry run (which writes nothing) still measures the read + transform speed.
+    rows_done = counts.get(State.FINISHED, (0, 0, 0))[1]
+    rate = rows_done / elapsed if elapsed else 0.0
     zips_per_minute = 60.0 * done / elapsed if elapsed else 0.0
     remaining = total - done
     eta = remaining / (zips_per_minute / 60.0) if zips_per_minute and remaining else None
@@ -108,7 +111,7 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
             status.failures.append(
                 {"zip": key, "partition": label, "error": error, "attempts": attempts}
             )
-            grouped[_error_kind(error or "")].append(label)
+            grouped[_error_kind(error or "", key)].append(label)
         status.failures_by_error = dict(grouped)
         status.slowest = [
             {
@@ -123,10 +126,14 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
     return status
 
 
-def _error_kind(error: str) -> str:
-    """Group errors that differ only by the partition they name."""
+def _error_kind(error: str, key: str | None = None) -> str:
+    """Group errors that differ only by the partition they name: in our own wording
+    ("partition '10016'", "(1,234 rows)") or anywhere in the user's message ("for zip
+    10016")."""
     text = re.sub(r"partition (NULL|'[^']*')(\[[^)]*\))?", "partition <zip>", error)
     text = re.sub(r"\(\d[\d,]* rows\)", "(<n> rows)", text)
+    if key:
+        text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", "<zip>", text)
     return text
 
 

@@ -9,11 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from etl_worker.celery_app import TASK_NAME
-from tests.support.cli import run_cli
+from tests.support.cli import IDENTITY, enqueue
 from tests.support.data import make_raw_table
 from tests.support.services import Flower, Stack, Worker, wait_until
-
-IDENTITY = "etl_worker.transforms:identity"
 
 
 def run_tasks(flower: Flower, run_id: str, state: str = "SUCCESS") -> dict[str, Any]:
@@ -63,9 +61,7 @@ def test_flower_sees_every_task_of_a_run_succeed_behind_basic_auth(
     )
     assert len(workers) == 1  # type: ignore[arg-type]
 
-    result = run_cli(
-        "etl-enqueue", "--all-zips", "--wait", "--transform", IDENTITY, env=stack.env, check=True
-    )
+    result = enqueue(stack, "--all-zips", "--wait", "--transform", IDENTITY)
     run_id = result.stdout.splitlines()[0]
 
     # Events reach Flower asynchronously: wait for all six task-succeeded events.

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 
-from tests.support.cli import run_cli
+from tests.support.cli import IDENTITY, enqueue, run_json
 from tests.support.data import make_raw_table, scalar, table_difference
 from tests.support.services import Stack, Worker
-
-IDENTITY = "etl_worker.transforms:identity"
-
-
-def enqueue(stack: Stack, *args: str, check: bool = True, **env: str):  # type: ignore[no-untyped-def]
-    return run_cli("etl-enqueue", *args, env=stack.env | env, check=check)
-
-
-def run_json(stack: Stack, run_id: str) -> dict:  # type: ignore[type-arg]
-    out = run_cli("etl-status", run_id, "--json", env=stack.env, check=True).stdout
-    return json.loads(out)
 
 
 def audit_states(stack: Stack, run_id: str) -> dict[str | None, str]:

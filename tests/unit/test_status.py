@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from etl_worker.pipeline import backoff
 from etl_worker.status import RunStatus, _error_kind, format_status, partition_label
 
@@ -13,14 +15,30 @@ def test_errors_differing_only_by_zip_group_together() -> None:
     assert a == b == c
 
 
+def test_errors_that_name_the_zip_in_the_users_own_words_group_together() -> None:
+    a = _error_kind("failed on partition '10016': ValueError: bad revenue for zip 10016", "10016")
+    b = _error_kind("failed on partition '02134': ValueError: bad revenue for zip 02134", "02134")
+    other = _error_kind("failed on partition '02134': KeyError: 'revenue'", "02134")
+
+    assert a == b == "failed on partition <zip>: ValueError: bad revenue for zip <zip>"
+    assert other != a
+
+
+def test_a_zip_inside_a_longer_number_is_not_replaced() -> None:
+    text = _error_kind("value 100160 out of range", "10016")
+
+    assert text == "value 100160 out of range"
+
+
 def test_partition_labels_show_null_and_split_ranges() -> None:
     assert partition_label(None) == "NULL"
-    assert partition_label("") == ""
+    assert partition_label("") == "''"  # the empty-string zip, visible in a list of zips
     assert partition_label("10016", 0, 500) == "10016[0,500)"
 
 
-def test_the_summary_names_failures_and_how_to_retry_them() -> None:
-    status = RunStatus(
+def make_status(**overrides: Any) -> RunStatus:
+    """A finished three-partition run with one failure, changed by `overrides`."""
+    values: dict[str, Any] = dict(
         run_id="r1",
         raw_table="raw",
         target_table="clean",
@@ -41,10 +59,56 @@ def test_the_summary_names_failures_and_how_to_retry_them() -> None:
         failures=[{"zip": "00003", "partition": "00003", "error": "boom", "attempts": 1}],
         failures_by_error={"boom": ["00003"]},
     )
-    text = format_status(status)
+    values.update(overrides)
+    return RunStatus(**values)
+
+
+def test_the_summary_names_failures_and_how_to_retry_them() -> None:
+    text = format_status(make_status())
+
     assert "3/3 partitions (100.0%)" in text
+    assert "complete" in text
     assert "[1] boom" in text and "zips: 00003" in text
     assert "etl-enqueue --resume r1" in text
+
+
+def test_a_run_in_progress_shows_percent_throughput_eta_and_memory() -> None:
+    status = make_status(
+        total=1000,
+        states={"queued": 700, "started": 2, "retrying": 1, "finished": 290, "failed": 7},
+        rows_per_second=8167.4,
+        zips_per_minute=2455.0,
+        elapsed_seconds=7.3,
+        eta_seconds=3725.0,
+        failures=[],
+        failures_by_error={},
+    )
+
+    text = format_status(status)
+
+    assert "297/1,000 partitions (29.7%)  ETA 1h02m05s" in text
+    assert "queued 700  started 2  retrying 1  finished 290  failed 7" in text
+    assert "8,167 rows/s  2,455 zips/min" in text
+    assert "peak RSS 100.0 MiB" in text
+    assert "frames 2.0 KiB -> 1000 B after downcasting" in text
+    assert "failures" not in text
+
+
+def test_many_zips_failing_the_same_way_are_one_line_with_a_count() -> None:
+    zips = [f"{i:05d}" for i in range(12)]
+    status = make_status(
+        failures=[{"zip": z, "partition": z, "error": "boom", "attempts": 1} for z in zips],
+        failures_by_error={"ValueError: bad revenue for zip <zip>": zips},
+    )
+
+    text = format_status(status)
+
+    assert "[12] ValueError: bad revenue for zip <zip>" in text
+    assert "zips: 00000, 00001, 00002, 00003, 00004, 00005, 00006, 00007 and 4 more" in text
+
+
+def test_a_dry_run_says_nothing_was_written() -> None:
+    assert "(dry run: nothing written)" in format_status(make_status(mode="dry_run"))
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
