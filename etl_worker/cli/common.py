@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 import click
 
+from etl_worker.audit import Audit
 from etl_worker.config import Settings, env_var
-from etl_worker.errors import EtlError
+from etl_worker.errors import EtlError, RunNotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,3 +72,13 @@ def handle_errors(func: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def run_or_latest(audit: Audit, run_id: str | None) -> str:
+    """The run id given, or the latest run's when none is."""
+    if run_id is not None:
+        return run_id
+    latest = audit.latest_run_id()
+    if latest is None:
+        raise RunNotFound("no runs in the audit table yet — start one with etl-enqueue")
+    return latest

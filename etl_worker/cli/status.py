@@ -8,9 +8,8 @@ import time
 import click
 
 from etl_worker.audit import Audit
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import handle_errors, load_settings, run_or_latest, setting_options
 from etl_worker.db import connect
-from etl_worker.errors import RunNotFound
 from etl_worker.status import format_status, run_status
 
 
@@ -28,10 +27,7 @@ def main(
     settings = load_settings(**overrides)
     with connect(settings.database_url) as conn:
         audit = Audit(conn, settings.audit_schema)
-        if run_id is None:
-            run_id = audit.latest_run_id()
-            if run_id is None:
-                raise RunNotFound("no runs in the audit table yet — start one with etl-enqueue")
+        run_id = run_or_latest(audit, run_id)
         while True:
             status = run_status(audit, run_id)
             if as_json:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from etl_worker.pipeline import backoff
-from etl_worker.status import RunStatus, _error_kind, format_status, partition_label
+from etl_worker.status import _error_kind, format_status, partition_label
+from tests.support.status import NO_FAILURES, make_status, states
 
 
 def test_errors_differing_only_by_zip_group_together() -> None:
@@ -36,33 +35,6 @@ def test_partition_labels_show_null_and_split_ranges() -> None:
     assert partition_label("10016", 0, 500) == "10016[0,500)"
 
 
-def make_status(**overrides: Any) -> RunStatus:
-    """A finished three-partition run with one failure, changed by `overrides`."""
-    values: dict[str, Any] = dict(
-        run_id="r1",
-        raw_table="raw",
-        target_table="clean",
-        transform="m:f",
-        mode="normal",
-        total=3,
-        states={"queued": 0, "started": 0, "retrying": 0, "finished": 2, "failed": 1},
-        rows_read=30,
-        rows_written=20,
-        elapsed_seconds=2.0,
-        rows_per_second=10.0,
-        zips_per_minute=90.0,
-        eta_seconds=None,
-        peak_rss_bytes=100 * 2**20,
-        memory_before_bytes=2000,
-        memory_after_bytes=1000,
-        largest_frame_bytes=1500,
-        failures=[{"zip": "00003", "partition": "00003", "error": "boom", "attempts": 1}],
-        failures_by_error={"boom": ["00003"]},
-    )
-    values.update(overrides)
-    return RunStatus(**values)
-
-
 def test_the_summary_names_failures_and_how_to_retry_them() -> None:
     text = format_status(make_status())
 
@@ -75,13 +47,12 @@ def test_the_summary_names_failures_and_how_to_retry_them() -> None:
 def test_a_run_in_progress_shows_percent_throughput_eta_and_memory() -> None:
     status = make_status(
         total=1000,
-        states={"queued": 700, "started": 2, "retrying": 1, "finished": 290, "failed": 7},
+        states=states(queued=700, started=2, retrying=1, finished=290, failed=7),
         rows_per_second=8167.4,
         zips_per_minute=2455.0,
         elapsed_seconds=7.3,
         eta_seconds=3725.0,
-        failures=[],
-        failures_by_error={},
+        **NO_FAILURES,
     )
 
     text = format_status(status)
