@@ -36,7 +36,10 @@ class State(enum.StrEnum):
 
 class RunMode(enum.StrEnum):
     NORMAL = "normal"
+    #: Read and transform, write nothing (etl-enqueue --dry-run).
     DRY_RUN = "dry_run"
+    #: A sample table into a test target, compared with a truth table (etl-enqueue --test).
+    TEST = "test"
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,16 @@ class Settings:
         default=defaults.MEMORY_CEILING_BYTES, metadata=_env("MEMORY_CEILING", parse_bytes)
     )
     dry_run: bool = field(default=False, metadata=_env("DRY_RUN", _parse_bool))
+    #: Test mode (etl-enqueue --test): read the sample table, write the test target, and
+    #: compare it with the truth table.
+    test_mode: bool = field(default=False, metadata=_env("TEST_MODE", _parse_bool))
+    #: The source of truth a test run's output must equal (e.g. the laptop script's output).
+    truth_table: str = field(default="", metadata=_env("TRUTH_TABLE"))
+    #: The sample raw table made by etl-sample; empty means `<raw table>_sample`.
+    sample_table: str = field(default="", metadata=_env("SAMPLE_TABLE"))
+    #: Column that pairs a test output row with its truth row; empty means the truth
+    #: table's primary key, else `id`.
+    key_column: str = field(default="", metadata=_env("KEY_COLUMN"))
 
     def __post_init__(self) -> None:
         if self.visibility_timeout <= self.task_time_limit:

@@ -118,6 +118,10 @@ class TableName:
     def __str__(self) -> str:
         return f"{self.schema}.{self.name}" if self.schema else self.name
 
+    def with_suffix(self, suffix: str) -> TableName:
+        """The name of a companion table in the same schema: raw -> raw_sample."""
+        return TableName(self.name + suffix, self.schema)
+
 
 @dataclass(frozen=True)
 class Column:
@@ -175,6 +179,29 @@ def find_column(columns: list[Column], name: str, table: TableName) -> Column:
         f'column "{name}" not found in table "{table}" (its columns: {known}) '
         "— check --partition-column"
     )
+
+
+def primary_key(conn: psycopg.Connection, table: TableName) -> list[str]:
+    """The columns of the table's primary key, in key order (empty when it has none)."""
+    rows = conn.execute(
+        """
+        SELECT a.attname
+        FROM pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = to_regclass(%s) AND i.indisprimary
+        ORDER BY k.n
+        """,
+        (table.ident.as_string(conn),),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def table_comment(conn: psycopg.Connection, table: TableName) -> str | None:
+    row = conn.execute(
+        "SELECT obj_description(to_regclass(%s), 'pg_class')", (table.ident.as_string(conn),)
+    ).fetchone()
+    return None if row is None else row[0]
 
 
 def has_index_on(conn: psycopg.Connection, table: TableName, column: str) -> bool:

@@ -209,7 +209,11 @@ def enqueue_run(
     app: Celery | None = None,
 ) -> Enqueued:
     """Start a new run over all partitions (or the given ones) and send its tasks."""
-    mode = RunMode.DRY_RUN if settings.dry_run else RunMode.NORMAL
+    mode = RunMode.NORMAL
+    if settings.dry_run:
+        mode = RunMode.DRY_RUN
+    elif settings.test_mode:
+        mode = RunMode.TEST
     run_id = new_run_id()
     spec = RunSpec(
         run_id,

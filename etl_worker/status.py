@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from etl_worker.audit import Audit, State
+from etl_worker.audit import Audit, RunMode, State
 
 
 def partition_label(key: str | None, lo: int | None = None, hi: int | None = None) -> str:
@@ -157,12 +157,18 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+_MODE_NOTES: dict[str, str] = {
+    RunMode.DRY_RUN: "  (dry run: nothing written)",
+    RunMode.TEST: "  (test run: a sample into a test target)",
+}
+
+
 def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
     """The human summary `etl-status` prints."""
     s = status
     lines = [
         f"run {s.run_id}  {s.raw_table} -> {s.target_table}  transform {s.transform}"
-        + ("  (dry run: nothing written)" if s.mode == "dry_run" else ""),
+        + _MODE_NOTES.get(s.mode, ""),
         f"progress   {s.done:,}/{s.total:,} partitions ({s.percent:.1f}%)"
         + ("  complete" if s.complete else f"  ETA {_duration(s.eta_seconds)}"),
         "states     " + "  ".join(f"{k} {v:,}" for k, v in s.states.items()),

@@ -7,10 +7,12 @@ import sys
 
 import click
 
-from etl_worker import producer
+from etl_worker import producer, testmode
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.config import env_var
 from etl_worker.progress import wait_for_run
 from etl_worker.status import format_status
+from etl_worker.verify import format_diff
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +32,29 @@ from etl_worker.status import format_status
     help="Read and transform, record statistics, write nothing to the target [env ETL_DRY_RUN].",
 )
 @click.option(
+    "--test",
+    "test_mode",
+    is_flag=True,
+    default=None,
+    help="Run every zip of the sample table (etl-sample) into TARGET_test, wait, and compare it "
+    f"with --truth-table; exit 1 on any difference [env {env_var('test_mode')}].",
+)
+@click.option(
+    "--truth-table",
+    help=f"With --test: the table the output must equal [env {env_var('truth_table')}].",
+)
+@click.option(
+    "--sample-table",
+    help=f"With --test: the sample to run on [env {env_var('sample_table')}; default "
+    "RAW_TABLE_sample].",
+)
+@click.option(
+    "--key",
+    "key_column",
+    help="With --test: the column pairing output and truth rows [env "
+    f"{env_var('key_column')}; default the truth's primary key, else id].",
+)
+@click.option(
     "--wait", is_flag=True, help="Show progress until the run ends; exit 1 if any partition failed."
 )
 @click.option(
@@ -43,6 +68,10 @@ def main(
     zip_table: str | None,
     resume_run: str | None,
     dry_run: bool | None,
+    test_mode: bool | None,
+    truth_table: str | None,
+    sample_table: str | None,
+    key_column: str | None,
     wait: bool,
     as_json: bool,
     **overrides: str | None,
@@ -51,10 +80,23 @@ def main(
 
     Prints the run id alone on the first line of stdout.
     """
-    chosen = [bool(all_zips), zips is not None, zip_table is not None, resume_run is not None]
-    if sum(chosen) != 1:
-        raise click.UsageError("choose exactly one of --all-zips, --zips, --zip-table, --resume")
-    settings = load_settings(dry_run=dry_run, **overrides)
+    settings = load_settings(
+        dry_run=dry_run,
+        test_mode=test_mode,
+        truth_table=truth_table,
+        sample_table=sample_table,
+        key_column=key_column,
+        **overrides,
+    )
+    chosen = [all_zips, zips is not None, zip_table is not None, resume_run is not None]
+    if sum(chosen) + settings.test_mode != 1:
+        raise click.UsageError(
+            "choose exactly one of --all-zips, --zips, --zip-table, --resume, --test"
+        )
+    comparison = None
+    if settings.test_mode:
+        # From here on the run's raw table is the sample and its target the test table.
+        settings, comparison = testmode.prepare_test_run(settings)
     if resume_run:
         result = producer.resume_run(settings, resume_run)
     else:
@@ -71,9 +113,14 @@ def main(
         f"({settings.raw_table} -> {settings.target_table})",
         err=True,
     )
-    if not wait:
+    if not (wait or comparison):
         return
     status = wait_for_run(settings, result.run_id, show=sys.stderr.isatty() or True)
     click.echo(json.dumps(status.as_json(), default=str) if as_json else format_status(status))
-    if status.failed:
+    failed = status.failed > 0
+    if comparison is not None:
+        diff = testmode.verify_test_run(settings, comparison)
+        click.echo(format_diff(diff))
+        failed = failed or not diff.matches
+    if failed:
         sys.exit(1)

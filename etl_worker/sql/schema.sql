@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS {schema}.runs (
     target_table     text NOT NULL,
     partition_column text NOT NULL,
     transform        text NOT NULL,
-    -- normal: write the target; dry_run: read and transform, write nothing.
+    -- normal: write the target; dry_run: read and transform, write nothing; test: a sample
+    -- table into a test target (etl-enqueue --test).
     mode             text NOT NULL DEFAULT 'normal',
     -- Run-level settings the workers follow (e.g. the split key), as JSON.
     options          jsonb NOT NULL DEFAULT '{{}}'::jsonb,
