@@ -21,8 +21,9 @@ from etl_worker.celery_app import TASK_NAME
 from etl_worker.status import partition_label
 
 #: Columns of Flower's tasks page: the partition (kwargs, made readable by `format_task`)
-#: next to its state and timing. The uuid column links to a task's page.
-TASKS_COLUMNS = "name,uuid,kwargs,state,received,started,runtime,worker,retries"
+#: next to its state and timing. The name links to the task's page; the uuid column is left
+#: out, as 36 characters of it would push the worker and retries off a laptop screen.
+TASKS_COLUMNS = "name,kwargs,state,received,runtime,worker,retries"
 #: Tasks Flower keeps in memory (its default is 100,000). A 40,000-partition run with
 #: retries would otherwise hold hundreds of MB in Flower for history that the audit table
 #: already has in full.
@@ -30,10 +31,11 @@ MAX_TASKS = 20_000
 
 
 def describe_partition(kwargs: dict[str, Any]) -> str:
-    """'zip 10016  run 20251125-101500-ab12cd  part 17' for a partition task's kwargs."""
+    """'zip 10016  part 17  run 20251125-101500-ab12cd' for a partition task's kwargs (the run
+    last: it is the same on every row, and what a narrow column cuts off)."""
     split = kwargs.get("split") or [None, None]
     zip_code = partition_label(kwargs.get("zip"), *split[:2])
-    return f"zip {zip_code}  run {kwargs.get('run_id')}  part {kwargs.get('part_id')}"
+    return f"zip {zip_code}  part {kwargs.get('part_id')}  run {kwargs.get('run_id')}"
 
 
 def format_task(task: Any) -> Any:

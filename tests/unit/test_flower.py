@@ -21,12 +21,12 @@ def flower_task(name: str = TASK_NAME, kwargs: str = "", args: str = "()") -> Si
     return SimpleNamespace(name=name, kwargs=kwargs, args=args)
 
 
-def test_a_partition_task_shows_its_zip_run_and_part_on_one_line() -> None:
+def test_a_partition_task_shows_its_zip_part_and_run_on_one_line() -> None:
     task = flower_task(kwargs="{'run_id': '20250101-000000-abc123', 'zip': '10016', 'part_id': 7}")
 
     shown = format_task(task)
 
-    assert shown.kwargs == "zip 10016  run 20250101-000000-abc123  part 7"
+    assert shown.kwargs == "zip 10016  part 7  run 20250101-000000-abc123"
     assert shown.args == ""
 
 
@@ -39,7 +39,7 @@ def test_null_empty_and_split_partitions_are_named_as_etl_status_names_them(
 ) -> None:
     kwargs = {"run_id": "r", "zip": zip_code, "part_id": 1, "split": split}
 
-    assert describe_partition(kwargs) == f"zip {label}  run r  part 1"
+    assert describe_partition(kwargs) == f"zip {label}  part 1  run r"
 
 
 @pytest.mark.parametrize(
