@@ -125,7 +125,8 @@ WHERE run_id = %(run_id)s AND state = 'failed'
 ORDER BY part_key NULLS FIRST, split_lo;
 
 -- name: run_slowest
-SELECT part_key, split_lo, split_hi, duration_seconds, rows_written, worker
+-- Rows read, not written: a dry run writes none, and size is what makes a partition slow.
+SELECT part_key, split_lo, split_hi, duration_seconds, rows_read, worker
 FROM {schema}.partitions
 WHERE run_id = %(run_id)s AND state = 'finished'
 ORDER BY duration_seconds DESC NULLS LAST

@@ -181,6 +181,7 @@ def test_dry_run_reads_and_transforms_every_zip_and_writes_nothing(
     assert report["mode"] == "dry_run"
     assert report["states"]["finished"] == 6
     assert report["rows_read"] == rows and report["rows_written"] == 0
+    assert all(slow["rows"] == 7 for slow in report["slowest"])  # rows read, as none written
     assert scalar(stack.database_url, "SELECT to_regclass('clean_companies')") is None
 
 
