@@ -10,7 +10,8 @@ small tables, and the user's tables are read once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -81,6 +82,9 @@ class TableDiff:
     @property
     def matches(self) -> bool:
         return self.differences == 0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self) | {"differences": self.differences, "matches": self.matches}
 
 
 def choose_key(conn: psycopg.Connection, truth: TableName, key: str = "") -> str:

@@ -58,7 +58,10 @@ from etl_worker.verify import format_diff
     "--wait", is_flag=True, help="Show progress until the run ends; exit 1 if any partition failed."
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help="With --wait, print the final status as JSON."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="With --wait, print the final status as JSON (with --test, then the diff as JSON).",
 )
 @setting_options()
 @handle_errors
@@ -120,7 +123,7 @@ def main(
     failed = status.failed > 0
     if comparison is not None:
         diff = testmode.verify_test_run(settings, comparison)
-        click.echo(format_diff(diff))
+        click.echo(json.dumps(diff.as_json()) if as_json else format_diff(diff))
         failed = failed or not diff.matches
     if failed:
         sys.exit(1)

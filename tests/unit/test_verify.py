@@ -77,3 +77,6 @@ def test_each_kind_of_difference_is_counted_with_examples() -> None:
     assert "doubled  id repeats in 0 rows of the truth and 2 rows of the output" in text
     assert "extra in the output: debug" in text
     assert text.splitlines()[-1] == "DIFFERENT  10 differences between the output and truth"
+    as_json = report.as_json()
+    assert as_json["differences"] == 10 and as_json["matches"] is False
+    assert as_json["columns"][0]["column"] == "revenue"
