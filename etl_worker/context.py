@@ -97,11 +97,12 @@ class WorkerContext:
     def prepared(self, run_id: str) -> PreparedRun:
         run = self._runs.get(run_id)
         if run is None:
-            run = self._prepare(self.audit.get_run(run_id))
+            run = self.prepare_run(self.audit.get_run(run_id))
             self._runs[run_id] = run
         return run
 
-    def _prepare(self, spec: RunSpec) -> PreparedRun:
+    def prepare_run(self, spec: RunSpec) -> PreparedRun:
+        """Resolve a run's spec against the database (tables, types, the transform)."""
         raw = TableName.parse(spec.raw_table)
         target = TableName.parse(spec.target_table)
         raw_columns = table_columns(self.pg, raw)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from psycopg import sql
 
 from etl_worker import memory
@@ -230,17 +231,29 @@ def _is_soft_time_limit(exc: BaseException) -> bool:
     return type(exc).__name__ == "SoftTimeLimitExceeded"
 
 
-def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionKey) -> Outcome:
-    settings, audit = ctx.settings, ctx.audit
+@dataclass
+class Transformed:
+    """One partition read, transformed, downcast and cast to the target's types: everything
+    the write needs, and what it cost."""
+
+    data: pa.Table
+    rows_read: int
+    read_seconds: float
+    transform_seconds: float
+    memory_before_bytes: int
+    memory_after_bytes: int
+
+
+def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey) -> Transformed:
+    """Read one partition, run the transform on it, downcast its output losslessly and cast
+    it to the target's Arrow types. Writes nothing (etl-plan measures partitions with it)."""
     started = time.perf_counter()
     where, params = predicate(key, run.partition_column, run.split_column)
-    bind = audit.bind  # psycopg's client-side binding, for SQL sent over ADBC
-
     table = read_arrow(
         ctx.adbc,
-        bind(select_sql(run.raw, where), params),
+        ctx.audit.bind(select_sql(run.raw, where), params),  # psycopg binds, ADBC runs
         run.raw_columns,
-        ceiling_bytes=settings.memory_ceiling_bytes,
+        ceiling_bytes=ctx.settings.memory_ceiling_bytes,
         label=key.label,
     )
     rows_read = table.num_rows
@@ -267,7 +280,23 @@ def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionK
     data = to_arrow(result, run.target_schema)
     del result
     check_partition_values(data, run.spec.partition_column, key.value, key.label)
-    transform_done = time.perf_counter()
+    return Transformed(
+        data=data,
+        rows_read=rows_read,
+        read_seconds=read_done - started,
+        transform_seconds=time.perf_counter() - read_done,
+        memory_before_bytes=memory_before,
+        memory_after_bytes=memory_after,
+    )
+
+
+def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionKey) -> Outcome:
+    audit = ctx.audit
+    started = time.perf_counter()
+    part = transform_partition(ctx, run, key)
+    where, params = predicate(key, run.partition_column, run.split_column)
+    bind = audit.bind
+    write_started = time.perf_counter()
 
     # NULL and '' are different partitions: tag the value so they get different locks.
     tagged = "n" if key.value is None else "v" + key.value
@@ -289,17 +318,17 @@ def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionK
         if not run.spec.dry_run:
             delete = sql.SQL("DELETE FROM {} WHERE {}").format(run.target.ident, where)
             cur.execute(bind(delete, params))
-            rows_written = ingest(cur, run.target, data)
+            rows_written = ingest(cur, run.target, part.data)
         finished = time.perf_counter()
         stats = {
-            "rows_read": rows_read,
+            "rows_read": part.rows_read,
             "rows_written": rows_written,
-            "read_seconds": read_done - started,
-            "transform_seconds": transform_done - read_done,
-            "write_seconds": finished - transform_done,
+            "read_seconds": part.read_seconds,
+            "transform_seconds": part.transform_seconds,
+            "write_seconds": finished - write_started,
             "duration_seconds": finished - started,
-            "memory_before_bytes": memory_before,
-            "memory_after_bytes": memory_after,
+            "memory_before_bytes": part.memory_before_bytes,
+            "memory_after_bytes": part.memory_after_bytes,
             "peak_rss_bytes": memory.peak_rss(),
         }
         cur.execute(audit.finished_sql(part_id, stats))
