@@ -257,6 +257,15 @@ class Audit:
     def failures(self, run_id: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.conn.execute(self._q("run_failures"), {"run_id": run_id})]
 
+    def recent_peak_rss(self, runs: int = 3) -> int | None:
+        """The largest per-process peak memory of the last `runs` runs (None: nothing
+        measured yet, or no audit schema in this database)."""
+        try:
+            row = self.conn.execute(self._q("recent_peak_rss"), {"runs": runs}).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+        return None if row is None or row[0] is None else int(row[0])
+
     def slowest(self, run_id: str, limit: int = 5) -> list[tuple[Any, ...]]:
         rows = self.conn.execute(self._q("run_slowest"), {"run_id": run_id, "limit": limit})
         return [tuple(r) for r in rows]

@@ -14,6 +14,7 @@ from celery import Celery
 from etl_worker.config import Settings
 
 TASK_NAME = "etl.process_partition"
+AUTOSCALER = "etl_worker.autoscale:MemoryAwareAutoscaler"
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -73,6 +74,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
+        # With --autoscale, grow the pool with the backlog but never past what memory holds
+        # for the largest partition measured so far (etl_worker/autoscale.py).
+        "worker_autoscaler": AUTOSCALER,
+        # Replace a pool process that holds more than this after a task (Celery counts
+        # KiB): pandas and Arrow do not always give freed memory back to the OS.
+        "worker_max_memory_per_child": settings.max_memory_per_child_bytes // 1024 or None,
     }
 
 

@@ -110,6 +110,20 @@ class Settings:
     #: Column that pairs a test output row with its truth row; empty means the truth
     #: table's primary key, else `id`.
     key_column: str = field(default="", metadata=_env("KEY_COLUMN"))
+    #: Fleet sizing (etl_worker.autoscale, etl-plan, etl-metrics).
+    process_memory_bytes: int = field(
+        default=defaults.PROCESS_MEMORY_BYTES, metadata=_env("PROCESS_MEMORY", parse_bytes)
+    )
+    worker_memory_bytes: int = field(
+        default=defaults.WORKER_MEMORY_BYTES, metadata=_env("WORKER_MEMORY", parse_bytes)
+    )
+    max_memory_per_child_bytes: int = field(
+        default=defaults.MAX_MEMORY_PER_CHILD_BYTES,
+        metadata=_env("MAX_MEMORY_PER_CHILD", parse_bytes),
+    )
+    metrics_namespace: str = field(
+        default=defaults.METRICS_NAMESPACE, metadata=_env("METRICS_NAMESPACE")
+    )
 
     def __post_init__(self) -> None:
         if self.visibility_timeout <= self.task_time_limit:
@@ -122,6 +136,8 @@ class Settings:
             raise ConfigError("ETL_MAX_ATTEMPTS must be at least 1")
         if self.lease_seconds <= 0:
             raise ConfigError("ETL_LEASE_SECONDS must be positive")
+        if self.process_memory_bytes <= 0:
+            raise ConfigError("ETL_PROCESS_MEMORY must be positive (e.g. 1GiB)")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -37,3 +37,15 @@ RETRY_BACKOFF_MAX = 60.0
 #: A partition whose Arrow data exceeds this many bytes fails with a clear error instead of
 #: being loaded (0 disables the check).
 MEMORY_CEILING_BYTES = 4 * 1024**3
+
+#: Peak memory one pool process needs for the largest partition, until the audit table has
+#: measured it (etl-plan prints the measured value). The autoscaler sizes the pool with the
+#: larger of this and the peak measured in recent runs.
+PROCESS_MEMORY_BYTES = 1024**3
+#: Memory the pool of one worker may use (0: whatever the machine or container has free).
+WORKER_MEMORY_BYTES = 0
+#: A pool process whose resident memory passes this after a task is replaced by a fresh
+#: one (Celery's worker_max_memory_per_child); 0 keeps processes for the worker's life.
+MAX_MEMORY_PER_CHILD_BYTES = 0
+#: CloudWatch namespace etl-metrics publishes the backlog metrics under.
+METRICS_NAMESPACE = "EtlWorker"

@@ -1,8 +1,12 @@
-"""Peak memory of this process, per partition.
+"""Memory: the peak of this process per partition, and what the machine has free.
 
 On Linux, writing 5 to /proc/self/clear_refs resets the kernel's high-water mark (VmHWM),
 so the peak read after a partition is that partition's peak, not the process's lifetime
 peak. Elsewhere it falls back to getrusage's lifetime maximum.
+
+Free memory is the smaller of the machine's MemAvailable and the room left under this
+process's cgroup limit: inside a container with `--memory 4g`, /proc/meminfo still shows
+the whole host, and a pool sized from it would be OOM-killed by the cgroup.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import resource
 import sys
 from pathlib import Path
 
+import psutil
+
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def reset_peak() -> None:
@@ -45,3 +52,63 @@ def peak_rss() -> int:
 
 def current_rss() -> int:
     return _status_bytes("VmRSS") or _lifetime_peak()
+
+
+def children_rss() -> int:
+    """Resident memory of this process's children (a Celery worker's pool processes)."""
+    total = 0
+    for child in psutil.Process().children():
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:  # exited meanwhile
+            pass
+    return total
+
+
+def available_memory() -> int:
+    """Bytes that can still be allocated here: MemAvailable, or less under a cgroup limit."""
+    free = int(psutil.virtual_memory().available)
+    room = cgroup_room()
+    return free if room is None else min(free, room)
+
+
+def cgroup_room(proc_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Limit minus the memory in use (page cache that can be dropped not counted) of this
+    process's memory cgroup, v2 or v1; None without a limit."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: one unified hierarchy
+            room = _room(
+                _CGROUP_ROOT / path.lstrip("/"), "memory.max", "memory.current", "inactive_file"
+            )
+        elif "memory" in controllers.split(","):
+            room = _room(
+                _CGROUP_ROOT / "memory" / path.lstrip("/"),
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+                "total_inactive_file",
+            )
+        else:
+            continue
+        if room is not None:
+            return room
+    return None
+
+
+def _room(directory: Path, limit_file: str, usage_file: str, reclaimable: str) -> int | None:
+    try:
+        limit_text = (directory / limit_file).read_text().strip()
+        usage = int((directory / usage_file).read_text())
+        stats = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
+    except (OSError, ValueError):
+        return None
+    if limit_text == "max":
+        return None
+    limit = int(limit_text)
+    if limit >= psutil.virtual_memory().total:  # "unlimited" (v1 shows a huge number)
+        return None
+    return max(0, limit - (usage - int(stats.get(reclaimable, 0))))

@@ -131,3 +131,10 @@ FROM {schema}.partitions
 WHERE run_id = %(run_id)s AND state = 'finished'
 ORDER BY duration_seconds DESC NULLS LAST
 LIMIT %(limit)s;
+
+-- name: recent_peak_rss
+-- The largest peak memory of one pool process in the latest runs: what a process needs for
+-- the biggest partition (the memory-aware autoscaler sizes pools with it).
+SELECT max(peak_rss_bytes)
+FROM {schema}.partitions
+WHERE run_id IN (SELECT run_id FROM {schema}.runs ORDER BY created_at DESC LIMIT %(runs)s);
