@@ -19,6 +19,7 @@ from etl_worker.config import redact_url
 from etl_worker.errors import (
     ColumnNotFound,
     ConfigError,
+    EtlError,
     PartitionDataError,
     ServiceUnavailable,
     TableNotFound,
@@ -216,6 +217,28 @@ def has_index_on(conn: psycopg.Connection, table: TableName, column: str) -> boo
         (table.ident.as_string(conn), column),
     ).fetchone()
     return row is not None
+
+
+def create_partition_index(conn: psycopg.Connection, table: TableName, column: str) -> bool:
+    """Index `table (column)` unless a valid index already starts with the column. True when
+    it built one. CONCURRENTLY, so the table stays writable during the build; that needs an
+    autocommit connection (it cannot run inside a transaction)."""
+    if has_index_on(conn, table, column):
+        return False
+    name = f"{table.name}_{column}_idx"[:63]
+    conn.execute(
+        sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(name), table.ident, sql.Identifier(column)
+        )
+    )
+    if not has_index_on(conn, table, column):
+        # IF NOT EXISTS kept an index of that name that an interrupted build left invalid.
+        index = TableName(name, table.schema).ident.as_string(conn)
+        raise EtlError(
+            f'index {index} on "{table}" exists but is not valid (an earlier build was '
+            f"interrupted) — run DROP INDEX CONCURRENTLY {index}; and try again"
+        )
+    return True
 
 
 def sqlstate_of(exc: BaseException) -> str | None:

@@ -137,7 +137,8 @@ def _error_kind(error: str, key: str | None = None) -> str:
     return text
 
 
-def _size(n: int | None) -> str:
+def format_bytes(n: int | None) -> str:
+    """1536 -> '1.5 KiB'; None or 0 -> '-'."""
     if not n:
         return "-"
     value = float(n)
@@ -148,7 +149,8 @@ def _size(n: int | None) -> str:
     return f"{value:.1f} GiB"
 
 
-def _duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None) -> str:
+    """3725 -> '1h02m05s', 65 -> '1m05s'; None -> '-'."""
     if seconds is None:
         return "-"
     seconds = round(seconds)
@@ -170,14 +172,14 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
         f"run {s.run_id}  {s.raw_table} -> {s.target_table}  transform {s.transform}"
         + _MODE_NOTES.get(s.mode, ""),
         f"progress   {s.done:,}/{s.total:,} partitions ({s.percent:.1f}%)"
-        + ("  complete" if s.complete else f"  ETA {_duration(s.eta_seconds)}"),
+        + ("  complete" if s.complete else f"  ETA {format_duration(s.eta_seconds)}"),
         "states     " + "  ".join(f"{k} {v:,}" for k, v in s.states.items()),
         f"rows       read {s.rows_read:,}  written {s.rows_written:,}",
         f"throughput {s.rows_per_second:,.0f} rows/s  {s.zips_per_minute:,.0f} zips/min  "
-        f"elapsed {_duration(s.elapsed_seconds)}",
-        f"memory     peak RSS {_size(s.peak_rss_bytes)}  largest frame "
-        f"{_size(s.largest_frame_bytes)}  frames {_size(s.memory_before_bytes)} -> "
-        f"{_size(s.memory_after_bytes)} after downcasting",
+        f"elapsed {format_duration(s.elapsed_seconds)}",
+        f"memory     peak RSS {format_bytes(s.peak_rss_bytes)}  largest frame "
+        f"{format_bytes(s.largest_frame_bytes)}  frames {format_bytes(s.memory_before_bytes)} -> "
+        f"{format_bytes(s.memory_after_bytes)} after downcasting",
     ]
     if s.slowest:
         lines.append(
