@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -28,3 +29,14 @@ def move_rows_to_another_zip(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     out["zip_code"] = "99999"
     return out
+
+
+def wait_for_gate(df: pd.DataFrame) -> pd.DataFrame:
+    """Identity, but a partition waits while the file named by ETL_TEST_GATE_FILE exists
+    (at most two minutes): tests hold a backlog of running and queued partitions steady,
+    then open the gate. The producer's zero-row check never waits."""
+    path = os.environ.get("ETL_TEST_GATE_FILE")
+    deadline = time.monotonic() + 120
+    while len(df) and path and Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return df
