@@ -116,6 +116,8 @@ class MemoryAwareAutoscaler(Autoscaler):
         self.settings = Settings.load()
         self.measured = MeasuredNeed(self.settings)
         self.cap: MemoryCap | None = None
+        # Before the consumer starts: it must not reserve more than the first cap allows.
+        self.apply_cap()
 
     def memory_cap(self) -> MemoryCap:
         measured = self.measured.get()
@@ -129,14 +131,18 @@ class MemoryAwareAutoscaler(Autoscaler):
             budget, need, low=self.min_concurrency, high=self.max_concurrency, source=source
         )
 
-    def _maybe_scale(self, req: Any = None) -> bool:
+    def apply_cap(self) -> int:
+        """Measure the cap and make it the worker's reservation limit. Returns the cap."""
         cap = self.memory_cap()
         if self.cap is None or cap.processes != self.cap.processes:
             log.info("autoscaler: %s", cap.describe())
         self.cap = cap
-        limit = cap.processes
         if self.worker is not None:
-            self.worker.max_concurrency = limit  # the reservation limit, see module docstring
+            self.worker.max_concurrency = cap.processes  # see the module docstring
+        return cap.processes
+
+    def _maybe_scale(self, req: Any = None) -> bool:
+        limit = self.apply_cap()
         procs = self.processes
         if procs > limit:  # memory got tighter: give idle processes back now
             self._shrink(procs - limit)

@@ -72,7 +72,9 @@ def available_memory() -> int:
     return free if room is None else min(free, room)
 
 
-def cgroup_room(proc_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
+def cgroup_room(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = _CGROUP_ROOT
+) -> int | None:
     """Limit minus the memory in use (page cache that can be dropped not counted) of this
     process's memory cgroup, v2 or v1; None without a limit."""
     try:
@@ -83,11 +85,11 @@ def cgroup_room(proc_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # cgroup v2: one unified hierarchy
             room = _room(
-                _CGROUP_ROOT / path.lstrip("/"), "memory.max", "memory.current", "inactive_file"
+                root / path.lstrip("/"), "memory.max", "memory.current", "inactive_file"
             )
         elif "memory" in controllers.split(","):
             room = _room(
-                _CGROUP_ROOT / "memory" / path.lstrip("/"),
+                root / "memory" / path.lstrip("/"),
                 "memory.limit_in_bytes",
                 "memory.usage_in_bytes",
                 "total_inactive_file",

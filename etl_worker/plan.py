@@ -288,7 +288,7 @@ def make_plan(
         f"partition {_label(s.key)} could not be measured: {s.error}" for s in measured if s.error
     ]
     if sizing is not None:
-        warnings += _sizing_warnings(sizing, max_connections)
+        warnings += sizing_warnings(sizing, max_connections)
     return Plan(
         raw_table=str(raw),
         partition_column=column.name,
@@ -303,7 +303,7 @@ def make_plan(
     )
 
 
-def _sizing_warnings(sizing: Sizing, max_connections: int) -> list[str]:
+def sizing_warnings(sizing: Sizing, max_connections: int) -> list[str]:
     warnings = []
     if sizing.concurrency == 0:
         warnings.append(

@@ -43,10 +43,23 @@ def start_worker(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Worker]
     """Start real Celery workers on the test's stack; all are stopped after the test."""
     workers: list[Worker] = []
 
-    def start(concurrency: int = 2, name: str | None = None, **extra_env: str) -> Worker:
+    def start(
+        concurrency: int = 2,
+        name: str | None = None,
+        extra_args: list[str] | None = None,
+        **extra_env: str,
+    ) -> Worker:
+        """A worker with `-c concurrency`, plus `extra_args` (e.g. ["--autoscale=4,1"]) and
+        `extra_env` (ETL_* settings, AUTOSCALE_KEEPALIVE, ...)."""
         env = stack.env | {k: str(v) for k, v in extra_env.items()}
         index = len(workers)
-        worker = Worker(env, tmp_path / f"worker{index}.log", name=name, concurrency=concurrency)
+        worker = Worker(
+            env,
+            tmp_path / f"worker{index}.log",
+            name=name,
+            concurrency=concurrency,
+            extra_args=extra_args,
+        )
         workers.append(worker)
         return worker.wait_ready()
 

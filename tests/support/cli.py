@@ -50,3 +50,9 @@ def run_json(stack: Stack, run_id: str) -> dict[str, Any]:
     """`etl-status RUN_ID --json`, parsed."""
     out = run_cli("etl-status", run_id, "--json", env=stack.env, check=True).stdout
     return dict(json.loads(out))
+
+
+def start_run(env: Mapping[str, str], *args: str) -> str:
+    """`etl-enqueue --all-zips ARGS`; the run id."""
+    result = run_cli("etl-enqueue", "--all-zips", *args, env=env, check=True)
+    return result.stdout.splitlines()[0]

@@ -82,3 +82,9 @@ def scalar(url: str, query: str, params: tuple[object, ...] = ()) -> object:
     with psycopg.connect(url) as conn:
         row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
     return None if row is None else row[0]
+
+
+def count_partitions(url: str, state: str) -> int:
+    """Audit rows (any run) in `state`: queued, started, retrying, finished or failed."""
+    query = "SELECT count(*) FROM etl.partitions WHERE state::text = %s"
+    return int(scalar(url, query, (state,)))  # type: ignore[arg-type]

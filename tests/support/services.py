@@ -100,6 +100,14 @@ class Stack:
         env.update(self.extra)
         return env
 
+    def queued(self) -> int:
+        """Messages waiting in the stack's queue (its Redis list, under the key prefix)."""
+        client = redis.Redis.from_url(self.broker_url)
+        try:
+            return int(client.llen(self.prefix + self.queue))
+        finally:
+            client.close()
+
 
 def celery_command(subcommand: str) -> list[str]:
     """`celery -A etl_worker SUBCOMMAND` with this interpreter, as a user would start it."""
