@@ -47,10 +47,12 @@ def start_worker(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Worker]
         concurrency: int = 2,
         name: str | None = None,
         extra_args: list[str] | None = None,
+        wrapper: list[str] | None = None,
         **extra_env: str,
     ) -> Worker:
-        """A worker with `-c concurrency`, plus `extra_args` (e.g. ["--autoscale=4,1"]) and
-        `extra_env` (ETL_* settings, AUTOSCALE_KEEPALIVE, ...)."""
+        """A worker with `-c concurrency`, plus `extra_args` (e.g. ["--autoscale=4,1"]),
+        `extra_env` (ETL_* settings, AUTOSCALE_KEEPALIVE, ...) and an optional `wrapper`
+        command it runs under (e.g. tini)."""
         env = stack.env | {k: str(v) for k, v in extra_env.items()}
         index = len(workers)
         worker = Worker(
@@ -59,6 +61,7 @@ def start_worker(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Worker]
             name=name,
             concurrency=concurrency,
             extra_args=extra_args,
+            wrapper=wrapper,
         )
         workers.append(worker)
         return worker.wait_ready()

@@ -34,7 +34,7 @@ def test_with_memory_for_one_process_the_pool_stays_at_one_and_the_backlog_stays
         AUTOSCALE_KEEPALIVE="1",  # the autoscaler looks every second instead of every 30
     )
 
-    start_run(stack.env, "--transform", GATE)
+    start_run(stack.env, "--all-zips", "--transform", GATE)
     wait_until(lambda: partitions_in(stack, "started") == 1, 60, what="one partition to start")
     pool_sizes = []
     for _ in range(8):  # several autoscaler rounds, with five partitions waiting
@@ -66,7 +66,7 @@ def test_with_memory_to_spare_the_pool_grows_to_max_under_a_backlog_and_shrinks_
     )
     assert len(worker.pool_pids()) == 1
 
-    start_run(stack.env, "--transform", GATE)
+    start_run(stack.env, "--all-zips", "--transform", GATE)
 
     wait_until(lambda: len(worker.pool_pids()) == 3, 60, what="the pool to grow to 3")
     wait_until(lambda: partitions_in(stack, "started") == 3, 60, what="3 partitions running")
@@ -83,7 +83,7 @@ def test_a_process_over_max_memory_per_child_is_replaced_after_its_task(
     worker = start_worker(concurrency=1, ETL_MAX_MEMORY_PER_CHILD="1MiB")
     first = worker.pool_pids()
 
-    start_run(stack.env, "--transform", IDENTITY, "--wait")
+    start_run(stack.env, "--all-zips", "--transform", IDENTITY, "--wait")
 
     assert partitions_in(stack, "finished") == 3
     last = wait_until(lambda: worker.pool_pids(), 30, what="a pool process")

@@ -27,7 +27,7 @@ def test_backlog_per_worker_is_queued_plus_in_flight_over_the_workers_pool_capac
     gate = tmp_path / "gate"
     gate.touch()
     stack.extra["ETL_TEST_GATE_FILE"] = str(gate)
-    start_run(stack.env, "--transform", GATE)
+    start_run(stack.env, "--all-zips", "--transform", GATE)
 
     idle = metrics(stack)
 

@@ -53,6 +53,6 @@ def run_json(stack: Stack, run_id: str) -> dict[str, Any]:
 
 
 def start_run(env: Mapping[str, str], *args: str) -> str:
-    """`etl-enqueue --all-zips ARGS`; the run id."""
-    result = run_cli("etl-enqueue", "--all-zips", *args, env=env, check=True)
+    """`etl-enqueue ARGS` (e.g. --all-zips); the run id."""
+    result = run_cli("etl-enqueue", *args, env=env, check=True)
     return result.stdout.splitlines()[0]

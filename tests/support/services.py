@@ -175,9 +175,11 @@ class Worker(ServiceProcess):
         name: str | None = None,
         concurrency: int = 2,
         extra_args: list[str] | None = None,
+        wrapper: list[str] | None = None,
     ) -> None:
         self.name = name or f"w{uuid.uuid4().hex[:6]}@%h"
         args = [
+            *(wrapper or []),  # e.g. ["tini", "-s", "--"], as the container image runs it
             *celery_command("worker"),
             "-n",
             self.name,
