@@ -84,9 +84,7 @@ def cgroup_room(
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # cgroup v2: one unified hierarchy
-            room = _room(
-                root / path.lstrip("/"), "memory.max", "memory.current", "inactive_file"
-            )
+            room = _room(root / path.lstrip("/"), "memory.max", "memory.current", "inactive_file")
         elif "memory" in controllers.split(","):
             room = _room(
                 root / "memory" / path.lstrip("/"),

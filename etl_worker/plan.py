@@ -89,28 +89,66 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Sizing:
+class Machine:
+    """The worker machine to size for, and the wall time wanted."""
+
     memory_bytes: int
     cpus: int
+    hours: float | None = None
+    #: Memory the machine keeps for itself.
+    reserve_bytes: int = MACHINE_RESERVE_BYTES
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """What one process needs and does (measured), and what follows for the machine."""
+
+    machine: Machine
     #: Memory to allow one pool process: the measured peak plus HEADROOM.
     process_bytes: int
-    by_memory: int
-    by_cpu: int
-    concurrency: int
     #: Rows per second of one process on the largest partitions.
     rows_per_second: float
     #: Seconds each partition costs besides its rows (from the median partition).
     partition_overhead_seconds: float
-    #: Hours the whole table takes on one machine at `concurrency`.
-    machine_hours: float
-    hours: float | None = None
-    machines: int | None = None
+    #: Seconds the whole table takes one process: its rows plus every partition's overhead.
+    process_seconds: float
+
+    @property
+    def by_memory(self) -> int:
+        return max(
+            0, (self.machine.memory_bytes - self.machine.reserve_bytes) // self.process_bytes
+        )
+
+    @property
+    def by_cpu(self) -> int:
+        # CPU-bound pandas gains nothing from more processes than cores.
+        return max(1, self.machine.cpus)
+
+    @property
+    def concurrency(self) -> int:
+        return min(self.by_memory, self.by_cpu)
+
+    @property
+    def machine_hours(self) -> float:
+        """Hours the whole table takes one machine at `concurrency`."""
+        return self.process_seconds / self.concurrency / 3600 if self.concurrency else math.inf
+
+    @property
+    def machines(self) -> int | None:
+        """Machines that finish within `machine.hours` (None: no target, or none fits)."""
+        if not self.machine.hours or not self.concurrency:
+            return None
+        return max(1, math.ceil(self.machine_hours / self.machine.hours))
 
     @property
     def connections(self) -> int | None:
         if self.machines is None:
             return None
         return self.machines * self.concurrency * CONNECTIONS_PER_PROCESS
+
+    def as_json(self) -> dict[str, Any]:
+        derived = ("by_memory", "by_cpu", "concurrency", "machine_hours", "machines")
+        return asdict(self) | {name: getattr(self, name) for name in (*derived, "connections")}
 
 
 @dataclass
@@ -127,10 +165,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.sizing is not None:
-            data["sizing"]["connections"] = self.sizing.connections
-        return data
+        return asdict(self) | {"sizing": self.sizing and self.sizing.as_json()}
 
 
 def nearest_rank(sorted_values: Sequence[int], percent: float) -> int:
@@ -201,57 +236,23 @@ def _copy_rolled_back(ctx: WorkerContext, run: PreparedRun, data: pa.Table) -> N
         ctx.adbc.rollback()
 
 
-def recommend(
-    sizes: PartitionSizes,
-    samples: Sequence[Sample],
-    *,
-    memory_bytes: int,
-    cpus: int,
-    hours: float | None = None,
-    reserve_bytes: int = MACHINE_RESERVE_BYTES,
-) -> Sizing | None:
-    """Processes per machine and machines for the wall time, from the measured samples
+def recommend(sizes: PartitionSizes, samples: Sequence[Sample], machine: Machine) -> Sizing | None:
+    """What one process needs and does, from the measured samples, for sizing `machine`
     (None when no sample could be measured)."""
     ok = [s for s in samples if s.error is None and s.seconds > 0]
     measured = [s for s in ok if s.kind == "largest"]
     if not measured:
         return None
     process_bytes = math.ceil(max(s.peak_rss_bytes for s in ok) * HEADROOM)
-    by_memory = max(0, (memory_bytes - reserve_bytes) // process_bytes)
-    # CPU-bound pandas gains nothing from more processes than cores.
-    by_cpu = max(1, cpus)
-    concurrency = min(by_memory, by_cpu)
     rows_per_second = sum(s.rows for s in measured) / sum(s.seconds for s in measured)
     median = next((s for s in ok if s.kind == "median"), None)
     overhead = max(0.0, median.seconds - median.rows / rows_per_second) if median else 0.0
     process_seconds = sizes.partitions * overhead + sizes.total_rows / rows_per_second
-    machine_hours = process_seconds / concurrency / 3600 if concurrency else math.inf
-    machines = None
-    if hours and concurrency:
-        machines = max(1, math.ceil(machine_hours / hours))
-    return Sizing(
-        memory_bytes=memory_bytes,
-        cpus=cpus,
-        process_bytes=process_bytes,
-        by_memory=by_memory,
-        by_cpu=by_cpu,
-        concurrency=concurrency,
-        rows_per_second=rows_per_second,
-        partition_overhead_seconds=overhead,
-        machine_hours=machine_hours,
-        hours=hours,
-        machines=machines,
-    )
+    return Sizing(machine, process_bytes, rows_per_second, overhead, process_seconds)
 
 
 def make_plan(
-    settings: Settings,
-    *,
-    memory_bytes: int,
-    cpus: int,
-    hours: float | None = None,
-    samples: int = SAMPLES,
-    create_index: bool = False,
+    settings: Settings, machine: Machine, *, samples: int = SAMPLES, create_index: bool = False
 ) -> Plan:
     """Measure the raw table named by `settings` and size a fleet for it."""
     raw = TableName.parse(settings.raw_table)
@@ -283,7 +284,7 @@ def make_plan(
     finally:
         ctx.close()
 
-    sizing = recommend(sizes, measured, memory_bytes=memory_bytes, cpus=cpus, hours=hours)
+    sizing = recommend(sizes, measured, machine)
     warnings += [
         f"partition {_label(s.key)} could not be measured: {s.error}" for s in measured if s.error
     ]
@@ -307,9 +308,9 @@ def sizing_warnings(sizing: Sizing, max_connections: int) -> list[str]:
     warnings = []
     if sizing.concurrency == 0:
         warnings.append(
-            f"one process needs {format_bytes(sizing.process_bytes)} for the largest partition; "
-            f"a {format_bytes(sizing.memory_bytes)} machine cannot run even one — use bigger "
-            "machines or split big partitions"
+            f"one process needs {format_bytes(sizing.process_bytes)} for the largest partition;"
+            f" a {format_bytes(sizing.machine.memory_bytes)} machine cannot run even one — use "
+            "bigger machines or split big partitions"
         )
     connections = sizing.connections
     if connections and max_connections and connections > max_connections:
@@ -354,15 +355,15 @@ def format_plan(plan: Plan) -> str:
             f"per process {format_bytes(z.process_bytes)} (peak x {HEADROOM}), "
             f"{z.rows_per_second:,.0f} rows/s + {z.partition_overhead_seconds * 1000:,.0f} ms "
             "per partition",
-            f"machine    {format_bytes(z.memory_bytes)}, {z.cpus} CPUs: concurrency "
-            f"{z.concurrency} (memory allows {z.by_memory}, CPUs {z.by_cpu})",
+            f"machine    {format_bytes(z.machine.memory_bytes)}, {z.machine.cpus} CPUs: "
+            f"concurrency {z.concurrency} (memory allows {z.by_memory}, CPUs {z.by_cpu})",
             f"one machine would take {format_duration(z.machine_hours * 3600)} for "
             f"{s.total_rows:,} rows in {s.partitions:,} partitions (estimate; an etl-enqueue "
             "--dry-run run measures the real thing)",
         ]
-        if z.machines is not None and z.hours:
+        if z.machines is not None and z.machine.hours:
             lines.append(
-                f"machines   {z.machines} for {z.hours:g} h ({z.machines * z.concurrency} "
+                f"machines   {z.machines} for {z.machine.hours:g} h ({z.machines * z.concurrency} "
                 f"processes, {z.connections} Postgres connections of {plan.max_connections})"
             )
         if z.concurrency:

@@ -85,3 +85,15 @@ def start_flower(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Flower]
     yield start
     for flower in started:
         flower.stop()
+
+
+@pytest.fixture
+def gate(stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path) -> Iterator[Path]:
+    """A closed gate: partitions run with `tests.support.transforms:wait_for_gate` wait while
+    this file exists; the test deletes it to let them go. Set up after `start_worker`, so it
+    opens before the workers are stopped and their warm shutdown has nothing to wait for."""
+    path = tmp_path / "gate"
+    path.touch()
+    stack.extra["ETL_TEST_GATE_FILE"] = str(path)
+    yield path
+    path.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ import click
 
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import parse_bytes
-from etl_worker.plan import SAMPLES, format_plan, make_plan
+from etl_worker.plan import SAMPLES, Machine, format_plan, make_plan
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,18 +26,9 @@ from etl_worker.plan import SAMPLES, format_plan, make_plan
     show_default="this machine's",
     help="CPUs of one worker machine.",
 )
+@click.option("--hours", type=click.FloatRange(min=0.01), help="Target wall time: machines needed.")
 @click.option(
-    "--hours",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Target wall time of the run: prints how many machines it takes.",
-)
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=SAMPLES,
-    show_default=True,
-    help="How many of the largest partitions to load and measure.",
+    "--samples", type=click.IntRange(1), default=SAMPLES, help="Largest partitions to load."
 )
 @click.option(
     "--create-index",
@@ -60,12 +51,6 @@ def main(
     the transform, then recommend pool processes per machine and machines for --hours.
     Writes nothing (except the index, with --create-index)."""
     settings = load_settings(**overrides)
-    plan = make_plan(
-        settings,
-        memory_bytes=parse_bytes(memory),
-        cpus=cpus,
-        hours=hours,
-        samples=samples,
-        create_index=create_index,
-    )
+    machine = Machine(parse_bytes(memory), cpus, hours)
+    plan = make_plan(settings, machine, samples=samples, create_index=create_index)
     click.echo(json.dumps(plan.as_json(), default=str) if as_json else format_plan(plan))

@@ -15,8 +15,7 @@ import pytest
 from tests.support.cli import start_run
 from tests.support.data import count_partitions, make_raw_table
 from tests.support.services import Stack, Worker, wait_until
-
-GATE = "tests.support.transforms:wait_for_gate"
+from tests.support.transforms import WAIT_FOR_GATE
 
 
 def tini() -> str:
@@ -29,15 +28,12 @@ def tini() -> str:
 
 
 def test_sigterm_through_tini_lets_the_running_partition_finish_then_exits_cleanly(
-    stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path
+    stack: Stack, start_worker: Callable[..., Worker], gate: Path
 ) -> None:
     make_raw_table(stack.database_url, zips=1, rows_per_zip=4)
-    gate = tmp_path / "gate"
-    gate.touch()
-    stack.extra["ETL_TEST_GATE_FILE"] = str(gate)
     # -s: a subreaper, since here tini is not PID 1 as it is in the container.
     worker = start_worker(concurrency=1, wrapper=[tini(), "-s", "--"])
-    start_run(stack.env, "--zips", "00000", "--transform", GATE)
+    start_run(stack.env, "--zips", "00000", "--transform", WAIT_FOR_GATE)
     wait_until(lambda: count_partitions(stack.database_url, "started") == 1, 60)
 
     worker.process.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1

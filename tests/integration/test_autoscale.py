@@ -10,69 +10,54 @@ from pathlib import Path
 from tests.support.cli import start_run
 from tests.support.data import count_partitions, make_raw_table
 from tests.support.services import Stack, Worker, wait_until
+from tests.support.transforms import WAIT_FOR_GATE
 
-GATE = "tests.support.transforms:wait_for_gate"
 IDENTITY = "etl_worker.transforms:identity"
 
 
-def partitions_in(stack: Stack, state: str) -> int:
-    return count_partitions(stack.database_url, state)
+def autoscaled(start_worker: Callable[..., Worker], bounds: str, **env: str) -> Worker:
+    # AUTOSCALE_KEEPALIVE: the autoscaler looks every second instead of every 30.
+    return start_worker(1, extra_args=[f"--autoscale={bounds}"], AUTOSCALE_KEEPALIVE="1", **env)
 
 
 def test_with_memory_for_one_process_the_pool_stays_at_one_and_the_backlog_stays_in_redis(
-    stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path
+    stack: Stack, start_worker: Callable[..., Worker], gate: Path
 ) -> None:
     make_raw_table(stack.database_url, zips=4, rows_per_zip=3)  # 6 partitions
-    gate = tmp_path / "gate"
-    gate.touch()
-    worker = start_worker(
-        concurrency=1,
-        extra_args=["--autoscale=4,1"],
-        ETL_WORKER_MEMORY="300MiB",
-        ETL_PROCESS_MEMORY="200MiB",
-        ETL_TEST_GATE_FILE=str(gate),
-        AUTOSCALE_KEEPALIVE="1",  # the autoscaler looks every second instead of every 30
+    worker = autoscaled(
+        start_worker, "4,1", ETL_WORKER_MEMORY="300MiB", ETL_PROCESS_MEMORY="200MiB"
     )
 
-    start_run(stack.env, "--all-zips", "--transform", GATE)
-    wait_until(lambda: partitions_in(stack, "started") == 1, 60, what="one partition to start")
+    start_run(stack.env, "--all-zips", "--transform", WAIT_FOR_GATE)
+    wait_until(lambda: count_partitions(stack.database_url, "started") == 1, 60)
     pool_sizes = []
     for _ in range(8):  # several autoscaler rounds, with five partitions waiting
         pool_sizes.append(len(worker.pool_pids()))
         time.sleep(0.5)
 
     assert max(pool_sizes) == 1
-    assert partitions_in(stack, "started") == 1
+    assert count_partitions(stack.database_url, "started") == 1
     assert stack.queued() == 5  # not reserved by a worker that cannot run them
     assert "memory allows 1 pool process(es)" in worker.log()
-
     gate.unlink()
-    wait_until(lambda: partitions_in(stack, "finished") == 6, 120, what="the run to finish")
+    wait_until(lambda: count_partitions(stack.database_url, "finished") == 6, 120)
     assert len(worker.pool_pids()) == 1
 
 
 def test_with_memory_to_spare_the_pool_grows_to_max_under_a_backlog_and_shrinks_after(
-    stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path
+    stack: Stack, start_worker: Callable[..., Worker], gate: Path
 ) -> None:
     make_raw_table(stack.database_url, zips=6, rows_per_zip=3)  # 8 partitions
-    gate = tmp_path / "gate"
-    gate.touch()
-    worker = start_worker(
-        concurrency=1,
-        extra_args=["--autoscale=3,1"],
-        ETL_PROCESS_MEMORY="64MiB",
-        ETL_TEST_GATE_FILE=str(gate),
-        AUTOSCALE_KEEPALIVE="1",
-    )
+    worker = autoscaled(start_worker, "3,1", ETL_PROCESS_MEMORY="64MiB")
     assert len(worker.pool_pids()) == 1
 
-    start_run(stack.env, "--all-zips", "--transform", GATE)
+    start_run(stack.env, "--all-zips", "--transform", WAIT_FOR_GATE)
 
     wait_until(lambda: len(worker.pool_pids()) == 3, 60, what="the pool to grow to 3")
-    wait_until(lambda: partitions_in(stack, "started") == 3, 60, what="3 partitions running")
+    wait_until(lambda: count_partitions(stack.database_url, "started") == 3, 60)
     assert stack.queued() == 5
     gate.unlink()
-    wait_until(lambda: partitions_in(stack, "finished") == 8, 120, what="the run to finish")
+    wait_until(lambda: count_partitions(stack.database_url, "finished") == 8, 120)
     wait_until(lambda: len(worker.pool_pids()) == 1, 60, what="the pool to shrink back to 1")
 
 
@@ -85,6 +70,6 @@ def test_a_process_over_max_memory_per_child_is_replaced_after_its_task(
 
     start_run(stack.env, "--all-zips", "--transform", IDENTITY, "--wait")
 
-    assert partitions_in(stack, "finished") == 3
+    assert count_partitions(stack.database_url, "finished") == 3
     last = wait_until(lambda: worker.pool_pids(), 30, what="a pool process")
     assert len(first) == 1 and set(first).isdisjoint(last)  # type: ignore[arg-type]

@@ -11,8 +11,7 @@ from typing import Any
 from tests.support.cli import run_cli, start_run
 from tests.support.data import count_partitions, make_raw_table
 from tests.support.services import Stack, Worker, wait_until
-
-GATE = "tests.support.transforms:wait_for_gate"
+from tests.support.transforms import WAIT_FOR_GATE
 
 
 def metrics(stack: Stack) -> dict[str, Any]:
@@ -21,13 +20,10 @@ def metrics(stack: Stack) -> dict[str, Any]:
 
 
 def test_backlog_per_worker_is_queued_plus_in_flight_over_the_workers_pool_capacity(
-    stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path
+    stack: Stack, start_worker: Callable[..., Worker], gate: Path
 ) -> None:
     make_raw_table(stack.database_url, zips=8, rows_per_zip=2)  # 10 partitions
-    gate = tmp_path / "gate"
-    gate.touch()
-    stack.extra["ETL_TEST_GATE_FILE"] = str(gate)
-    start_run(stack.env, "--all-zips", "--transform", GATE)
+    start_run(stack.env, "--all-zips", "--transform", WAIT_FOR_GATE)
 
     idle = metrics(stack)
 

@@ -31,6 +31,10 @@ def move_rows_to_another_zip(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: The `module:function` a run names to hold its partitions at the `gate` fixture.
+WAIT_FOR_GATE = f"{__name__}:wait_for_gate"
+
+
 def wait_for_gate(df: pd.DataFrame) -> pd.DataFrame:
     """Identity, but a partition waits while the file named by ETL_TEST_GATE_FILE exists
     (at most two minutes): tests hold a backlog of running and queued partitions steady,

@@ -9,6 +9,7 @@ import pytest
 from etl_worker.plan import (
     HEADROOM,
     MACHINE_RESERVE_BYTES,
+    Machine,
     PartitionSizes,
     Plan,
     Sample,
@@ -39,7 +40,7 @@ def test_percentiles_are_values_that_occur_by_nearest_rank() -> None:
 
 
 def test_big_partitions_bound_concurrency_by_memory() -> None:
-    sizing = recommend(table(), [largest(3 * GiB)], memory_bytes=16 * GiB, cpus=8)
+    sizing = recommend(table(), [largest(3 * GiB)], Machine(16 * GiB, cpus=8))
 
     assert sizing is not None
     assert sizing.process_bytes == math.ceil(3 * GiB * HEADROOM)
@@ -48,7 +49,7 @@ def test_big_partitions_bound_concurrency_by_memory() -> None:
 
 
 def test_small_partitions_bound_concurrency_by_cpus() -> None:
-    sizing = recommend(table(), [largest(GiB // 4)], memory_bytes=16 * GiB, cpus=4)
+    sizing = recommend(table(), [largest(GiB // 4)], Machine(16 * GiB, cpus=4))
 
     assert sizing is not None
     assert sizing.by_memory > 4
@@ -59,9 +60,7 @@ def test_machines_cover_rows_and_the_per_partition_overhead_in_the_wall_time() -
     # 10,000 rows/s per process; the median partition (10 rows) costs 0.1 s on top of its rows.
     median = Sample("00501", 10, "median", peak_rss_bytes=GiB // 4, seconds=0.101)
 
-    sizing = recommend(
-        table(), [largest(GiB // 4), median], memory_bytes=16 * GiB, cpus=4, hours=0.1
-    )
+    sizing = recommend(table(), [largest(GiB // 4), median], Machine(16 * GiB, 4, hours=0.1))
 
     assert sizing is not None
     assert sizing.rows_per_second == 10_000
@@ -73,7 +72,7 @@ def test_machines_cover_rows_and_the_per_partition_overhead_in_the_wall_time() -
 
 
 def test_a_machine_too_small_for_one_process_gets_no_concurrency_and_a_warning() -> None:
-    sizing = recommend(table(), [largest(6 * GiB)], memory_bytes=4 * GiB, cpus=4, hours=1)
+    sizing = recommend(table(), [largest(6 * GiB)], Machine(4 * GiB, cpus=4, hours=1))
 
     assert sizing is not None
     assert sizing.concurrency == 0 and sizing.machines is None
@@ -82,9 +81,7 @@ def test_a_machine_too_small_for_one_process_gets_no_concurrency_and_a_warning()
 
 
 def test_a_fleet_over_max_connections_is_warned_about() -> None:
-    sizing = recommend(
-        table(total_rows=10**10), [largest(GiB // 4)], memory_bytes=16 * GiB, cpus=8, hours=1
-    )
+    sizing = recommend(table(total_rows=10**10), [largest(GiB // 4)], Machine(16 * GiB, 8, 1))
 
     assert sizing is not None and sizing.connections is not None
     [warning] = sizing_warnings(sizing, max_connections=sizing.connections - 1)
@@ -94,13 +91,13 @@ def test_a_fleet_over_max_connections_is_warned_about() -> None:
 def test_without_a_measured_partition_there_is_no_sizing() -> None:
     failed = Sample("10016", 10_000, "largest", error="over the memory ceiling")
 
-    assert recommend(table(), [failed], memory_bytes=16 * GiB, cpus=4) is None
+    assert recommend(table(), [failed], Machine(16 * GiB, cpus=4)) is None
 
 
 def test_the_report_gives_the_sizing_and_the_worker_settings_to_use() -> None:
     sizes = table()
     samples = [largest(GiB // 2, rows=10_000, seconds=0.5)]
-    sizing = recommend(sizes, samples, memory_bytes=16 * GiB, cpus=4, hours=2)
+    sizing = recommend(sizes, samples, Machine(16 * GiB, cpus=4, hours=2))
     report = Plan(
         "raw_companies",
         "zip_code",
