@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import start_run
+from tests.support.cli import enqueue
 from tests.support.data import count_partitions, make_raw_table
 from tests.support.services import Stack, Worker, wait_until
 from tests.support.transforms import WAIT_FOR_GATE
@@ -33,7 +33,7 @@ def test_sigterm_through_tini_lets_the_running_partition_finish_then_exits_clean
     make_raw_table(stack.database_url, zips=1, rows_per_zip=4)
     # -s: a subreaper, since here tini is not PID 1 as it is in the container.
     worker = start_worker(concurrency=1, wrapper=[tini(), "-s", "--"])
-    start_run(stack.env, "--zips", "00000", "--transform", WAIT_FOR_GATE)
+    enqueue(stack, "--zips", "00000", "--transform", WAIT_FOR_GATE)
     wait_until(lambda: count_partitions(stack.database_url, "started") == 1, 60)
 
     worker.process.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1

@@ -7,12 +7,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.cli import start_run
+from tests.support.cli import IDENTITY, enqueue
 from tests.support.data import count_partitions, make_raw_table
 from tests.support.services import Stack, Worker, wait_until
 from tests.support.transforms import WAIT_FOR_GATE
-
-IDENTITY = "etl_worker.transforms:identity"
 
 
 def autoscaled(start_worker: Callable[..., Worker], bounds: str, **env: str) -> Worker:
@@ -28,7 +26,7 @@ def test_with_memory_for_one_process_the_pool_stays_at_one_and_the_backlog_stays
         start_worker, "4,1", ETL_WORKER_MEMORY="300MiB", ETL_PROCESS_MEMORY="200MiB"
     )
 
-    start_run(stack.env, "--all-zips", "--transform", WAIT_FOR_GATE)
+    enqueue(stack, "--all-zips", "--transform", WAIT_FOR_GATE)
     wait_until(lambda: count_partitions(stack.database_url, "started") == 1, 60)
     pool_sizes = []
     for _ in range(8):  # several autoscaler rounds, with five partitions waiting
@@ -51,7 +49,7 @@ def test_with_memory_to_spare_the_pool_grows_to_max_under_a_backlog_and_shrinks_
     worker = autoscaled(start_worker, "3,1", ETL_PROCESS_MEMORY="64MiB")
     assert len(worker.pool_pids()) == 1
 
-    start_run(stack.env, "--all-zips", "--transform", WAIT_FOR_GATE)
+    enqueue(stack, "--all-zips", "--transform", WAIT_FOR_GATE)
 
     wait_until(lambda: len(worker.pool_pids()) == 3, 60, what="the pool to grow to 3")
     wait_until(lambda: count_partitions(stack.database_url, "started") == 3, 60)
@@ -68,7 +66,7 @@ def test_a_process_over_max_memory_per_child_is_replaced_after_its_task(
     worker = start_worker(concurrency=1, ETL_MAX_MEMORY_PER_CHILD="1MiB")
     first = worker.pool_pids()
 
-    start_run(stack.env, "--all-zips", "--transform", IDENTITY, "--wait")
+    enqueue(stack, "--all-zips", "--transform", IDENTITY, "--wait")
 
     assert count_partitions(stack.database_url, "finished") == 3
     last = wait_until(lambda: worker.pool_pids(), 30, what="a pool process")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support.cli import run_cli, start_run
+from tests.support.cli import enqueue, run_cli
 from tests.support.data import count_partitions, make_raw_table
 from tests.support.services import Stack, Worker, wait_until
 from tests.support.transforms import WAIT_FOR_GATE
@@ -23,7 +23,7 @@ def test_backlog_per_worker_is_queued_plus_in_flight_over_the_workers_pool_capac
     stack: Stack, start_worker: Callable[..., Worker], gate: Path
 ) -> None:
     make_raw_table(stack.database_url, zips=8, rows_per_zip=2)  # 10 partitions
-    start_run(stack.env, "--all-zips", "--transform", WAIT_FOR_GATE)
+    enqueue(stack, "--all-zips", "--transform", WAIT_FOR_GATE)
 
     idle = metrics(stack)
 

@@ -50,9 +50,3 @@ def run_json(stack: Stack, run_id: str) -> dict[str, Any]:
     """`etl-status RUN_ID --json`, parsed."""
     out = run_cli("etl-status", run_id, "--json", env=stack.env, check=True).stdout
     return dict(json.loads(out))
-
-
-def start_run(env: Mapping[str, str], *args: str) -> str:
-    """`etl-enqueue ARGS` (e.g. --all-zips); the run id."""
-    result = run_cli("etl-enqueue", *args, env=env, check=True)
-    return result.stdout.splitlines()[0]
