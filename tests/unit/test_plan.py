@@ -113,10 +113,13 @@ def test_the_report_gives_the_sizing_and_the_worker_settings_to_use() -> None:
 
     text = format_plan(report)
 
-    assert "36,000,000 rows in 1,000 partitions by zip_code" in text
-    assert "largest 10,000  p99 900  p50 10" in text
-    assert "concurrency 4 (memory allows 24, CPUs 4)" in text
-    assert "machines   1 for 2 h (4 processes, 12 Postgres connections of 100)" in text
-    assert "ETL_PROCESS_MEMORY=640MiB ETL_MAX_MEMORY_PER_CHILD=640MiB" in text
-    assert "celery -A etl_worker worker --autoscale=4,1" in text
+    expected = [
+        "36,000,000 rows in 1,000 partitions by zip_code",
+        "largest 10,000  p99 900  p50 10",
+        "concurrency 4 (memory allows 24, CPUs 4)",
+        "machines   1 for 2 h (4 processes, 12 Postgres connections of 100)",
+        "ETL_PROCESS_MEMORY=640MiB ETL_MAX_MEMORY_PER_CHILD=640MiB",
+        "celery -A etl_worker worker --autoscale=4,1",
+    ]
+    assert [line for line in expected if line not in text] == []
     assert text.endswith("warning    a warning")
