@@ -64,6 +64,16 @@ class QueuedPartition:
     part_id: int
     key: str | None
     task_id: str
+    #: The split column's range [lo, hi) when this task is part of a split partition.
+    split_lo: int | None = None
+    split_hi: int | None = None
+
+    @property
+    def split(self) -> list[int | None] | None:
+        """The task's `split` argument: [lo, hi], or None for a whole partition."""
+        if self.split_lo is None and self.split_hi is None:
+            return None
+        return [self.split_lo, self.split_hi]
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,7 @@ class Audit:
             self._q("insert_partitions"),
             {"run_id": run_id, "keys": list(keys), "los": los, "his": his},
         ).fetchall()
-        return [QueuedPartition(r[0], r[1], r[2]) for r in rows]
+        return [QueuedPartition(*r) for r in rows]
 
     def requeue_unfinished(
         self, run_id: str, part_ids: Sequence[int] | None = None
@@ -161,7 +171,7 @@ class Audit:
             self._q("requeue_unfinished"),
             {"run_id": run_id, "part_ids": None if part_ids is None else list(part_ids)},
         ).fetchall()
-        return [QueuedPartition(r[0], r[1], r[2]) for r in rows]
+        return [QueuedPartition(*r) for r in rows]
 
     # -- partitions: worker side -----------------------------------------------------------
 

@@ -124,6 +124,10 @@ class Settings:
     metrics_namespace: str = field(
         default=defaults.METRICS_NAMESPACE, metadata=_env("METRICS_NAMESPACE")
     )
+    split_rows: int = field(default=defaults.SPLIT_ROWS, metadata=_env("SPLIT_ROWS", int))
+    #: Integer column whose ranges split a big partition; empty means the raw table's
+    #: single-column integer primary key.
+    split_column: str = field(default="", metadata=_env("SPLIT_COLUMN"))
 
     def __post_init__(self) -> None:
         if self.visibility_timeout <= self.task_time_limit:
@@ -138,6 +142,8 @@ class Settings:
             raise ConfigError("ETL_LEASE_SECONDS must be positive")
         if self.process_memory_bytes <= 0:
             raise ConfigError("ETL_PROCESS_MEMORY must be positive (e.g. 1GiB)")
+        if self.split_rows < 0:
+            raise ConfigError("ETL_SPLIT_ROWS must be 0 (no splitting) or a row count")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

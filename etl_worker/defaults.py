@@ -49,3 +49,8 @@ WORKER_MEMORY_BYTES = 0
 MAX_MEMORY_PER_CHILD_BYTES = 0
 #: CloudWatch namespace etl-metrics publishes the backlog metrics under.
 METRICS_NAMESPACE = "EtlWorker"
+
+#: A partition with more rows than this is split at enqueue time into sub-tasks of about
+#: this many rows each, by ranges of the split column, so one huge zip cannot keep a single
+#: process busy long after the rest of the run is done (0 disables splitting).
+SPLIT_ROWS = 200_000

@@ -31,7 +31,7 @@ class PartitionKey:
     def label(self) -> str:
         """How messages name the partition: the value, quoted, or NULL."""
         base = "NULL" if self.value is None else repr(self.value)
-        if self.split_lo is None:
+        if self.split_lo is None and self.split_hi is None:
             return base
         return f"{base}[{self.split_lo}, {self.split_hi})"
 

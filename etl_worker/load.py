@@ -120,6 +120,27 @@ def check_partition_values(table: pa.Table, column: str, value: str | None, labe
         )
 
 
+def check_split_values(
+    table: pa.Table, column: str | None, lo: int | None, hi: int | None, label: str
+) -> None:
+    """A task of a split partition replaces only its range of the split column: the
+    transform must keep every row's split value inside [lo, hi) for the same reason."""
+    if column is None or table.num_rows == 0 or (lo is None and hi is None):
+        return
+    values = table.column(column)
+    keep = pc.is_valid(values)
+    if lo is not None:
+        keep = pc.and_(keep, pc.greater_equal(values, lo))
+    if hi is not None:
+        keep = pc.and_(keep, pc.less(values, hi))
+    moved = table.num_rows - int(pc.sum(pc.fill_null(keep, False)).as_py() or 0)
+    if moved:
+        raise SchemaMismatch(
+            f"the transform moved {moved} row(s) of partition {label} out of its range of "
+            f"the split column {column}; a transform must keep each row's {column}"
+        )
+
+
 def ingest(adbc_cursor: Any, table: TableName, data: pa.Table) -> int:
     """COPY `data` into `table` on the cursor's open transaction. Returns rows written."""
     if data.num_rows == 0:

@@ -37,7 +37,7 @@ from etl_worker.errors import (
 )
 from etl_worker.extract import PartitionKey, predicate, read_arrow, select_sql
 from etl_worker.frames import downcast, frame_memory, to_frame
-from etl_worker.load import check_partition_values, ingest, to_arrow
+from etl_worker.load import check_partition_values, check_split_values, ingest, to_arrow
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +280,7 @@ def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey)
     data = to_arrow(result, run.target_schema)
     del result
     check_partition_values(data, run.spec.partition_column, key.value, key.label)
+    check_split_values(data, run.split_column, key.split_lo, key.split_hi, key.label)
     return Transformed(
         data=data,
         rows_read=rows_read,

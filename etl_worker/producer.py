@@ -37,6 +37,7 @@ from etl_worker.db import (
 from etl_worker.errors import EtlError, SchemaMismatch, ServiceUnavailable
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
+from etl_worker.splits import Split, partition_sizes, plan_splits, split_column
 from etl_worker.transforms import load_transform
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,9 @@ def _publish(
         # kombu >= 5.7 buffers these publishes in a Redis pipeline, flushed every
         # BATCH_SIZE messages: 40,000 tasks take one round trip per batch, not per task.
         for part in parts:
-            kwargs = {"run_id": run_id, "zip": part.key, "part_id": part.part_id}
+            kwargs: dict[str, Any] = {"run_id": run_id, "zip": part.key, "part_id": part.part_id}
+            if part.split is not None:
+                kwargs["split"] = part.split
             app.send_task(
                 TASK_NAME,
                 kwargs=kwargs,
@@ -185,20 +188,82 @@ def _publish(
             )
 
 
-def prepare(settings: Settings, conn: psycopg.Connection) -> tuple[list[Column], Column, list[str]]:
-    """Validate the raw table and partition column; make the audit schema. Returns the raw
-    columns, the partition column and warnings."""
+def index_name(table: TableName, column: str) -> str:
+    return f"{table.name}_{column}_idx"[:63]
+
+
+def create_partition_index(conn: psycopg.Connection, raw: TableName, column: str) -> None:
+    """CREATE INDEX CONCURRENTLY on the raw table's partition column: writers to the raw
+    table are not blocked while it builds. Needs an autocommit connection (it cannot run in
+    a transaction). A build that failed earlier leaves an invalid index: it is rebuilt."""
+    name = sql.Identifier(*([raw.schema] if raw.schema else []), index_name(raw, column))
+    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
+    conn.execute(
+        sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} ({})").format(
+            sql.Identifier(index_name(raw, column)), raw.ident, sql.Identifier(column)
+        )
+    )
+
+
+def prepare(
+    settings: Settings, conn: psycopg.Connection, *, create_index: bool = False
+) -> tuple[list[Column], Column, list[str]]:
+    """Validate the raw table and partition column, and index the column when asked.
+    Returns the raw columns, the partition column and warnings."""
     raw = TableName.parse(settings.raw_table)
     TableName.parse(settings.target_table)
     raw_columns = table_columns(conn, raw)
     column = find_column(raw_columns, settings.partition_column, raw)
     warnings = []
     if not has_index_on(conn, raw, column.name):
-        warnings.append(
-            f'raw table "{raw}" has no index on {column.name}: every task will scan the '
-            f"whole table — CREATE INDEX CONCURRENTLY ON {raw} ({column.name})"
-        )
+        if create_index:
+            log.warning("indexing %s (%s) concurrently before enqueueing", raw, column.name)
+            create_partition_index(conn, raw, column.name)
+        else:
+            warnings.append(
+                f'raw table "{raw}" has no index on {column.name}: every task will scan the '
+                f"whole table — rerun with --create-index, or CREATE INDEX CONCURRENTLY ON "
+                f"{raw} ({column.name})"
+            )
     return raw_columns, column, warnings
+
+
+def plan_run(
+    settings: Settings,
+    conn: psycopg.Connection,
+    raw: TableName,
+    raw_columns: list[Column],
+    column: Column,
+    keys: list[str | None] | None,
+    zip_table: str | None,
+) -> tuple[list[Split], dict[str, Any], list[str]]:
+    """The tasks of a run: one per partition, several per partition over ETL_SPLIT_ROWS.
+    Returns them, the run options the workers need (the split column), and warnings."""
+    split = None
+    if settings.split_rows > 0:
+        split = split_column(conn, raw, raw_columns, settings.split_column)
+    if keys is None and zip_table is None and split is not None:
+        sizes = partition_sizes(conn, raw, column)  # the keys and their sizes in one scan
+    else:
+        if keys is None:
+            keys = list_partitions(
+                conn, raw, column, TableName.parse(zip_table) if zip_table else None
+            )
+        sizes = (
+            partition_sizes(conn, raw, column, keys)
+            if split is not None
+            else dict.fromkeys(keys, 0)
+        )
+    warnings = []
+    if split is None and settings.split_rows > 0:
+        warnings.append(
+            f'raw table "{raw}" has no single-column integer primary key: partitions over '
+            f"{settings.split_rows:,} rows are not split — set ETL_SPLIT_COLUMN to an "
+            "integer column to split them"
+        )
+    plan = plan_splits(conn, raw, column, split, sizes, settings.split_rows)
+    options = {"split_column": split.name} if split is not None else {}
+    return plan, options, warnings
 
 
 def enqueue_run(
@@ -206,6 +271,7 @@ def enqueue_run(
     *,
     zips: Iterable[str | None] | None = None,
     zip_table: str | None = None,
+    create_index: bool = False,
     app: Celery | None = None,
 ) -> Enqueued:
     """Start a new run over all partitions (or the given ones) and send its tasks."""
@@ -215,35 +281,37 @@ def enqueue_run(
     elif settings.test_mode:
         mode = RunMode.TEST
     run_id = new_run_id()
-    spec = RunSpec(
-        run_id,
-        settings.raw_table,
-        settings.target_table,
-        settings.partition_column,
-        settings.transform,
-        mode,
-    )
     app = app or make_app(settings)
     with connect(settings.database_url) as conn:
-        raw_columns, column, warnings = prepare(settings, conn)
+        raw_columns, column, warnings = prepare(settings, conn, create_index=create_index)
         check_broker(app, settings)
+        raw, target = TableName.parse(settings.raw_table), TableName.parse(settings.target_table)
+        keys = None if zips is None else list(dict.fromkeys(zips))
+        plan, options, plan_warnings = plan_run(
+            settings, conn, raw, raw_columns, column, keys, zip_table
+        )
+        warnings.extend(plan_warnings)
+        spec = RunSpec(
+            run_id,
+            settings.raw_table,
+            settings.target_table,
+            settings.partition_column,
+            settings.transform,
+            mode,
+            options,
+        )
         warning = check_transform_output(settings, spec, raw_columns)
         if warning:
             warnings.append(warning)
-        raw, target = TableName.parse(spec.raw_table), TableName.parse(spec.target_table)
-        if zips is None:
-            keys = list_partitions(
-                conn, raw, column, TableName.parse(zip_table) if zip_table else None
-            )
-        else:
-            keys = list(dict.fromkeys(zips))
         if not spec.dry_run:
             create_target(conn, raw, target, column.name)
         audit = Audit(conn, settings.audit_schema)
         audit.ensure_schema()
         with conn.transaction():
             audit.create_run(spec)
-            parts = audit.add_partitions(run_id, keys)
+            parts = audit.add_partitions(
+                run_id, [p.key for p in plan], [(p.lo, p.hi) for p in plan]
+            )
         seconds = send_tasks(app, settings, run_id, parts)
         audit.mark_run_enqueued(run_id)
     for w in warnings:

@@ -14,7 +14,7 @@ from etl_worker.audit import Audit, RunMode, State
 def partition_label(key: str | None, lo: int | None = None, hi: int | None = None) -> str:
     """How reports name a partition: its value, NULL, or '' for the empty string."""
     base = "NULL" if key is None else (key or "''")
-    return base if lo is None else f"{base}[{lo},{hi})"
+    return base if lo is None and hi is None else f"{base}[{lo},{hi})"
 
 
 @dataclass

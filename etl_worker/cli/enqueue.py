@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from etl_worker import producer, testmode
+from etl_worker import defaults, producer, testmode
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.progress import wait_for_run
@@ -55,6 +55,25 @@ from etl_worker.verify import format_diff
     f"{env_var('key_column')}; default the truth's primary key, else id].",
 )
 @click.option(
+    "--create-index",
+    is_flag=True,
+    help="Index the raw table's partition column first (CREATE INDEX CONCURRENTLY) when it "
+    "has no index, instead of only warning.",
+)
+@click.option(
+    "--split-rows",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Split partitions over this many rows into sub-tasks; 0 = never "
+    f"[env {env_var('split_rows')}; default {defaults.SPLIT_ROWS:,}].",
+)
+@click.option(
+    "--split-column",
+    default=None,
+    help="NOT NULL integer column whose ranges split big partitions "
+    f"[env {env_var('split_column')}; default the raw table's integer primary key].",
+)
+@click.option(
     "--wait", is_flag=True, help="Show progress until the run ends; exit 1 if any partition failed."
 )
 @click.option(
@@ -75,6 +94,9 @@ def main(
     truth_table: str | None,
     sample_table: str | None,
     key_column: str | None,
+    create_index: bool,
+    split_rows: int | None,
+    split_column: str | None,
     wait: bool,
     as_json: bool,
     **overrides: str | None,
@@ -89,6 +111,8 @@ def main(
         truth_table=truth_table,
         sample_table=sample_table,
         key_column=key_column,
+        split_rows=split_rows,
+        split_column=split_column,
         **overrides,
     )
     chosen = [all_zips, zips is not None, zip_table is not None, resume_run is not None]
@@ -108,7 +132,9 @@ def main(
             selected = [z.strip() for z in zips.split(",") if z.strip()]
             if not selected:
                 raise click.UsageError("--zips needs at least one value")
-        result = producer.enqueue_run(settings, zips=selected, zip_table=zip_table)
+        result = producer.enqueue_run(
+            settings, zips=selected, zip_table=zip_table, create_index=create_index
+        )
     click.echo(result.run_id)
     verb = "re-enqueued" if result.resumed else "enqueued"
     click.echo(

@@ -21,7 +21,7 @@ UPDATE {schema}.runs SET enqueued_at = now() WHERE run_id = %(run_id)s;
 INSERT INTO {schema}.partitions (run_id, part_key, split_lo, split_hi, task_id)
 SELECT %(run_id)s, k.key, k.lo, k.hi, gen_random_uuid()::text
 FROM unnest(%(keys)s::text[], %(los)s::bigint[], %(his)s::bigint[]) AS k(key, lo, hi)
-RETURNING part_id, part_key, task_id;
+RETURNING part_id, part_key, task_id, split_lo, split_hi;
 
 -- name: requeue_unfinished
 -- For --resume and the sweeper: partitions of a run that did not finish go back to queued
@@ -31,7 +31,7 @@ SET state = 'queued', attempts = 0, retries = 0, task_id = gen_random_uuid()::te
     lease_owner = NULL, lease_expires_at = NULL, queued_at = now(), error = NULL
 WHERE run_id = %(run_id)s AND state <> 'finished'
   AND (%(part_ids)s::bigint[] IS NULL OR part_id = ANY(%(part_ids)s::bigint[]))
-RETURNING part_id, part_key, task_id;
+RETURNING part_id, part_key, task_id, split_lo, split_hi;
 
 -- name: claim_partition
 -- Start an attempt: take the lease unless the partition is done, failed, leased by a live
