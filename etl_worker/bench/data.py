@@ -1,0 +1,94 @@
+"""The benchmark's tables: the generated raw table (built once, reused while its size and
+seed match), and the one-row-per-zip tables behind the fixed-cost and enqueue lines."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from etl_worker.db import (
+    TableName,
+    connect,
+    ensure_database,
+    find_column,
+    table_columns,
+    table_exists,
+)
+from etl_worker.seed import seed_raw_table
+from etl_worker.splits import partition_sizes
+
+PARTITION_COLUMN = "zip_code"
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """A generated raw table and what the report says about it."""
+
+    table: TableName
+    rows: int
+    bytes: int
+    sizes: dict[str | None, int]
+    built_seconds: float | None  # None: reused as it was
+
+    @property
+    def megabytes(self) -> float:
+        return self.bytes / 1e6
+
+    def size_summary(self) -> dict[str, float]:
+        counts = sorted(self.sizes.values())
+        if not counts:
+            return {}
+        cut = statistics.quantiles(counts, n=100, method="inclusive") if len(counts) > 1 else []
+        return {
+            "partitions": len(counts),
+            "min": counts[0],
+            "median": statistics.median(counts),
+            "mean": statistics.fmean(counts),
+            "p90": cut[89] if cut else counts[0],
+            "p99": cut[98] if cut else counts[0],
+            "max": counts[-1],
+        }
+
+
+def _marker(rows: int, zips: int, seed: int) -> str:
+    return f"etl-bench rows={rows} zips={zips} seed={seed}"
+
+
+def ensure_raw_table(
+    database_url: str, table: str, *, rows: int, zips: int, seed: int, rebuild: bool = False
+) -> RawTable:
+    """The generated table of `rows` rows over `zips` zips, seeded again only when missing,
+    of another size or seed, or when `rebuild` is set. A comment on the table records how it
+    was made."""
+    ensure_database(database_url)
+    name = TableName.parse(table)
+    marker = _marker(rows, zips, seed)
+    built = None
+    with connect(database_url) as conn:
+        current = None
+        if table_exists(conn, name):
+            row = conn.execute(
+                "SELECT obj_description(to_regclass(%s), 'pg_class')",
+                (name.ident.as_string(conn),),
+            ).fetchone()
+            current = row[0] if row else None
+    if rebuild or current != marker:
+        result = seed_raw_table(database_url, rows=rows, zips=zips, seed=seed, table=table)
+        built = result.seconds
+        with connect(database_url) as conn:
+            conn.execute(
+                sql.SQL("COMMENT ON TABLE {} IS {}").format(name.ident, sql.Literal(marker))
+            )
+    return describe_table(database_url, name, built)
+
+
+def describe_table(database_url: str, name: TableName, built: float | None = None) -> RawTable:
+    with connect(database_url) as conn:
+        column = find_column(table_columns(conn, name), PARTITION_COLUMN, name)
+        sizes = partition_sizes(conn, name, column)
+        row = conn.execute(
+            "SELECT pg_table_size(to_regclass(%s))", (name.ident.as_string(conn),)
+        ).fetchone()
+    return RawTable(name, sum(sizes.values()), int(row[0]) if row else 0, sizes, built)
