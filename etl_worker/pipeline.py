@@ -36,7 +36,7 @@ from etl_worker.errors import (
     TransientError,
 )
 from etl_worker.extract import PartitionKey, predicate, read_arrow, select_sql
-from etl_worker.frames import downcast, frame_memory, to_frame
+from etl_worker.frames import shrink, to_frame
 from etl_worker.load import check_partition_values, check_split_values, ingest, to_arrow
 
 log = logging.getLogger(__name__)
@@ -274,9 +274,7 @@ def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey)
             f"{key.label}, not a DataFrame"
         )
     del frame
-    memory_before = frame_memory(result)
-    result = downcast(result)
-    memory_after = frame_memory(result)
+    result, memory_before, memory_after = shrink(result)
     data = to_arrow(result, run.target_schema)
     del result
     check_partition_values(data, run.spec.partition_column, key.value, key.label)

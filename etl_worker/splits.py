@@ -37,6 +37,8 @@ class Split:
     key: str | None
     lo: int | None = None
     hi: int | None = None
+    #: Rows the task is expected to read (its partition's count, or its share of it).
+    rows: int = 0
 
 
 def primary_key_column(conn: psycopg.Connection, table: TableName) -> str | None:
@@ -131,14 +133,17 @@ def plan_splits(
     sizes: dict[str | None, int],
     split_rows: int,
 ) -> list[Split]:
-    """One `Split` per task: whole partitions, and oversized ones cut into ranges."""
+    """One `Split` per task: whole partitions, and oversized ones cut into ranges; biggest
+    first. Workers take tasks in queue order, so sending the longest first keeps the end of
+    a skewed run from waiting on one big partition that happened to be queued last
+    (longest-processing-time-first scheduling)."""
     plan: list[Split] = []
     for key, rows in sizes.items():
         if split is None or split_rows <= 0 or rows <= split_rows:
-            plan.append(Split(key))
+            plan.append(Split(key, rows=rows))
             continue
         pieces = math.ceil(rows / split_rows)
-        plan.extend(
-            Split(key, lo, hi) for lo, hi in split_ranges(conn, raw, column, split, key, pieces)
-        )
+        ranges = split_ranges(conn, raw, column, split, key, pieces)
+        plan.extend(Split(key, lo, hi, rows // len(ranges)) for lo, hi in ranges)
+    plan.sort(key=lambda part: -part.rows)  # stable: equal sizes keep the key order
     return plan

@@ -89,11 +89,19 @@ def _to_sql_zip(
 
 
 def subset(sizes: dict[str | None, int], share: float) -> list[str]:
-    """Every k-th non-empty zip in key order, so the subset holds about `share` of the rows
-    with a spread of partition sizes (not just the big ones, not just the small ones)."""
+    """Zips in key order (which has nothing to do with their size) until they hold `share`
+    of the rows and of the zips, so the subset has a spread of sizes and extrapolating by
+    rows or by zips gives about the same answer."""
     keys = sorted(k for k in sizes if k)
-    stride = max(1, round(1 / share)) if share > 0 else len(keys) + 1
-    return keys[::stride] or keys[:1]
+    total = sum(sizes[k] for k in keys)
+    chosen: list[str] = []
+    rows = 0
+    for key in keys:
+        if chosen and rows >= share * total and len(chosen) >= share * len(keys):
+            break
+        chosen.append(key)
+        rows += sizes[key]
+    return chosen
 
 
 def _baseline(

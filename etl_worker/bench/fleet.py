@@ -253,17 +253,18 @@ def enqueue_line(settings: Settings, table: RawTable) -> Line:
 
 
 def memory_check(workers: Fleet, warm_up: Line, lines: list[Line]) -> dict[str, Any]:
-    """Peak RSS of a pool process against the largest partition's DataFrame. The baseline
-    is a warm process: the highest per-partition peak of the one-row partitions (libraries
-    loaded, connections open, allocator pools primed, no data to speak of)."""
-    peak = max(int(line.extra["status"]["peak_rss_bytes"] or 0) for line in lines)
-    largest = max(int(line.extra["status"]["largest_frame_bytes"] or 0) for line in lines)
+    """Peak RSS of a pool process against the largest partition's DataFrame, per line.
+    The baseline is a warm process: the highest per-partition peak of the one-row
+    partitions (libraries loaded, connections open, allocator pools primed, no data)."""
     baseline = int(warm_up.extra["status"]["peak_rss_bytes"] or workers.idle_rss)
-    return {
-        "peak_rss_bytes": peak,
-        "largest_frame_bytes": largest,
-        "idle_rss_bytes": workers.idle_rss,
-        "baseline_rss_bytes": baseline,
-        "ratio": (peak - baseline) / largest if largest else 0.0,
-        "within_target": peak <= 3 * largest + baseline,
-    }
+    per_line = {}
+    for line in lines:
+        peak = int(line.extra["status"]["peak_rss_bytes"] or 0)
+        largest = int(line.extra["status"]["largest_frame_bytes"] or 0)
+        per_line[line.name] = {
+            "peak_rss_bytes": peak,
+            "largest_frame_bytes": largest,
+            "ratio": (peak - baseline) / largest if largest else 0.0,
+            "within_target": peak <= 3 * largest + baseline,
+        }
+    return {"idle_rss_bytes": workers.idle_rss, "baseline_rss_bytes": baseline, "lines": per_line}

@@ -100,3 +100,16 @@ def test_create_index_builds_the_missing_partition_index_instead_of_warning(stac
             "WHERE indexrelid = 'raw_companies_zip_code_idx'::regclass"
         ).fetchone()
     assert valid == (True,)
+
+
+def test_tasks_are_queued_biggest_partition_first(stack: Stack) -> None:
+    big = make_skewed_table(stack.database_url)
+
+    run_id = enqueue(stack, "--all-zips", "--dry-run", "--split-rows", "0").stdout.split()[0]
+
+    with psycopg.connect(stack.database_url) as conn:
+        first = conn.execute(
+            "SELECT part_key FROM etl.partitions WHERE run_id = %s ORDER BY part_id LIMIT 1",
+            (run_id,),
+        ).fetchone()
+    assert big > 7 and first == (BIG_ZIP,)  # sent first, so no worker waits on it at the end

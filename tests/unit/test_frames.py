@@ -7,7 +7,14 @@ import decimal
 import pandas as pd
 import pyarrow as pa
 
-from etl_worker.frames import downcast, frame_memory, smallest_int_type, to_frame
+from etl_worker.frames import (
+    SHRINK_MIN_ROWS,
+    downcast,
+    frame_memory,
+    shrink,
+    smallest_int_type,
+    to_frame,
+)
 
 
 def arrow_frame(**columns: pa.Array) -> pd.DataFrame:
@@ -66,3 +73,14 @@ def test_smallest_int_type_boundaries() -> None:
     assert smallest_int_type(-128, 127) == pa.int8()
     assert smallest_int_type(-129, 0) == pa.int16()
     assert smallest_int_type(0, 2**31) == pa.int64()
+
+
+def test_shrink_downcasts_a_real_frame_and_leaves_a_tiny_one_alone() -> None:
+    big = arrow_frame(n=pa.array(range(SHRINK_MIN_ROWS), pa.int64()))
+    tiny = arrow_frame(n=pa.array([1, 2], pa.int64()))
+
+    small, before, after = shrink(big)
+    same, tiny_before, tiny_after = shrink(tiny)
+
+    assert small["n"].dtype == pd.ArrowDtype(pa.int8()) and after < before
+    assert same is tiny and tiny_before == tiny_after == frame_memory(tiny)
