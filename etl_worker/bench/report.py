@@ -27,6 +27,11 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (error messages may hold pipes or newlines)."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _exact(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "**no**")
 
@@ -55,7 +60,7 @@ def main_table(result: BenchResult) -> list[str]:
         rows.append(
             f"| {line.name}{mark} | {line.seconds:,.1f} | {line.rows_per_second:,.0f} | "
             f"{megabytes / line.seconds if line.seconds else 0:,.1f} | {_ratio(line, pipe)} | "
-            f"{_exact(line.exact)} | {_pg_share(line)} | {line.note} |"
+            f"{_exact(line.exact)} | {_pg_share(line)} | {_cell(line.note)} |"
         )
     return rows
 
@@ -229,7 +234,7 @@ def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
         for p in result.paths:
             lines.append(
                 f"| {p.direction} | {p.name} | {p.seconds:.2f} | {p.rows_per_second:,.0f} | "
-                f"{_exact(p.exact)} | {p.note} |"
+                f"{_exact(p.exact)} | {_cell(p.note)} |"
             )
         lines.append("")
     usage_rows = [line for line in result.lines if line.usage]
