@@ -3,6 +3,8 @@ the same table, with the same number of processes. No pandas pipeline can beat t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from psycopg import sql
 
 from etl_worker.bench.data import PARTITION_COLUMN, RawTable
@@ -35,34 +37,24 @@ def _copy_pipe(url: str, raw: TableName, target: TableName, lo: int, hi: int) ->
                 into.write(chunk)
 
 
-def _floor(name: str, work: object, url: str, raw: RawTable, procs: int, note: str) -> Line:
+#: name -> (what each process runs, how the report describes it)
+FLOORS: dict[str, tuple[Callable[[str, TableName, TableName, int, int], None], str]] = {
+    "SQL floor": (_insert_select, "inside Postgres: insert-select of {procs} id ranges at once"),
+    "COPY pipe floor": (
+        _copy_pipe,
+        "binary COPY raw TO STDOUT -> COPY target FROM STDIN, {procs} streams, no pandas",
+    ),
+}
+
+
+def floor(name: str, url: str, raw: RawTable, procs: int) -> Line:
+    """The floor `name`: the raw table's id range cut into `procs` parts, one per process."""
+    work, note = FLOORS[name]
     target = TableName(f"bench_{name.split()[0].lower()}_floor")
     fresh_target(url, raw.table, target, PARTITION_COLUMN)
     ranges = id_ranges(url, raw.table, procs)
     with process_pool(procs) as pool, sampled(url) as sampler:
-        pool.starmap(work, [(url, raw.table, target, lo, hi) for lo, hi in ranges])  # type: ignore[arg-type]
+        pool.starmap(work, [(url, raw.table, target, lo, hi) for lo, hi in ranges])
     usage = sampler.usage()
     exact = tables_match(url, raw.table, target)
-    return Line(name, usage.wall_seconds, raw.rows, exact, note, usage=usage)
-
-
-def sql_floor(url: str, raw: RawTable, procs: int) -> Line:
-    return _floor(
-        "SQL floor",
-        _insert_select,
-        url,
-        raw,
-        procs,
-        f"inside Postgres: insert-select of {procs} id ranges in parallel",
-    )
-
-
-def copy_pipe_floor(url: str, raw: RawTable, procs: int) -> Line:
-    return _floor(
-        "COPY pipe floor",
-        _copy_pipe,
-        url,
-        raw,
-        procs,
-        f"binary COPY raw TO STDOUT -> COPY target FROM STDIN, {procs} streams, no pandas",
-    )
+    return Line(name, usage.wall_seconds, raw.rows, exact, note.format(procs=procs), usage=usage)

@@ -162,10 +162,10 @@ def run_bench(
         return line
 
     try:
-        result.lines.append(measure("SQL floor", lambda: floors.sql_floor(url, raw, procs)))
-        result.lines.append(
-            measure("COPY pipe floor", lambda: floors.copy_pipe_floor(url, raw, procs))
-        )
+        for name in floors.FLOORS:
+            result.lines.append(
+                measure(name, lambda name=name: floors.floor(name, url, raw, procs))  # type: ignore[misc]
+            )
         for index in (False, True):
             result.lines.append(
                 measure(
