@@ -147,6 +147,7 @@ def _baseline(
         extra={
             "subset_zips": len(zips),
             "subset_rows": subset_rows,
+            "measured_rows": subset_rows,
             "measured_seconds": usage.wall_seconds,
             "rejected_zips": len(errors),
             "rows_missing": missing,

@@ -51,6 +51,12 @@ class Fleet:
     settings: Settings
     pool_pids: list[int]
     idle_rss: int
+    main_pid: int
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker's main process (it talks to Redis) and its pool processes."""
+        return [self.main_pid, *self.pool_pids]
 
 
 def delete_redis_prefix(broker_url: str, prefix: str) -> None:
@@ -84,7 +90,7 @@ def fleet(settings: Settings, procs: int, log_path: Path) -> Iterator[Fleet]:
         with local_workers(settings, procs, log_path) as worker:
             pids = _wait_ready(worker, log_path, procs)
             idle = min(psutil.Process(p).memory_info().rss for p in pids)
-            yield Fleet(settings, pids, idle)
+            yield Fleet(settings, pids, idle, worker.pid)
     finally:
         delete_redis_prefix(settings.broker_url, settings.redis_key_prefix)
 
@@ -99,7 +105,7 @@ def run_through_fleet(
         raw_table=str(raw), target_table=str(target), transform=transform
     )
     fresh_target(settings.database_url, raw, target, PARTITION_COLUMN)
-    with sampled(settings.database_url) as sampler:
+    with sampled(settings.database_url, workers.pids) as sampler:
         started = time.time()
         result = producer.enqueue_run(settings)
         status = wait_for_run(

@@ -7,7 +7,7 @@ import multiprocessing
 import multiprocessing.pool
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,9 @@ class Usage:
     postgres_write_bytes: int = 0
     #: CPU seconds the whole machine was busy (all processes, all cores).
     machine_busy_cpu: float = 0.0
+    #: CPU seconds of the client processes doing the line's work (pool processes, Celery
+    #: worker and its pool): the Python side of the cost.
+    client_cpu: float = 0.0
     cores: int = field(default_factory=lambda: psutil.cpu_count() or 1)
 
     def share(self, cpu_seconds: float) -> float:
@@ -63,8 +66,11 @@ class Sampler:
     """Samples the CPU and I/O counters of postgres processes every `interval` seconds, so
     backends that exit before the end still count (up to their last sample)."""
 
-    def __init__(self, database_url: str, interval: float = 0.2) -> None:
+    def __init__(
+        self, database_url: str, clients: Iterable[int] = (), interval: float = 0.2
+    ) -> None:
         self.database_url = database_url
+        self.clients = list(clients)
         self.interval = interval
         self._primed = False
         self._first: dict[int, tuple[float, int, int]] = {}
@@ -117,13 +123,25 @@ class Sampler:
         self._machine = psutil.cpu_times()
         self._started = time.perf_counter()
         self._sample()
+        self._clients_before = self._client_cpu()
         self._thread.start()
         return self
+
+    def _client_cpu(self) -> float:
+        total = 0.0
+        for pid in self.clients:
+            try:
+                cpu = psutil.Process(pid).cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += cpu.user + cpu.system
+        return total
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         self._sample()
+        self.client = self._client_cpu() - self._clients_before
         self.wall = time.perf_counter() - self._started
         machine = psutil.cpu_times()
         self.machine_busy = sum(
@@ -147,13 +165,17 @@ class Sampler:
             postgres_read_bytes=int(sum(d[1] for d in deltas.values())),
             postgres_write_bytes=int(sum(d[2] for d in deltas.values())),
             machine_busy_cpu=self.machine_busy,
+            client_cpu=self.client,
         )
 
 
 @contextmanager
-def sampled(database_url: str) -> Iterator[Sampler]:
-    """Time a block and sample what Postgres spent on it; read `.usage()` afterwards."""
-    with Sampler(database_url) as sampler:
+def sampled(database_url: str, clients: Iterable[int] | None = None) -> Iterator[Sampler]:
+    """Time a block and sample what Postgres and the `clients` processes (default: this
+    process's children, e.g. a pool) spent on it; read `.usage()` afterwards."""
+    if clients is None:
+        clients = [c.pid for c in multiprocessing.active_children() if c.pid is not None]
+    with Sampler(database_url, clients) as sampler:
         yield sampler
 
 

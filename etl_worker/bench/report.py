@@ -237,17 +237,25 @@ def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
         lines += [
             "## Where the CPU went",
             "",
-            "| line | wall s | postgres CPU s | of it, this benchmark's backends | "
-            "postgres read / written | machine busy |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "CPU seconds per million rows show what each row costs wherever it runs: the "
+            "client processes (pool processes or the Celery worker and its pool) and this "
+            "benchmark's Postgres backends. Wall seconds and 'machine busy' depend on load; "
+            "CPU per row much less.",
+            "",
+            "| line | wall s | client CPU s | postgres CPU s (ours) | client / postgres "
+            "CPU s per 1M rows | postgres read / written | machine busy |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for line in usage_rows:
             u = line.usage
             assert u is not None
+            rows = line.extra.get("measured_rows", line.rows) / 1e6
             lines.append(
-                f"| {line.name} | {u.wall_seconds:.1f} | {u.postgres_cpu:.1f} | "
-                f"{u.bench_backends_cpu:.1f} | {_mb(u.postgres_read_bytes)} / "
-                f"{_mb(u.postgres_write_bytes)} | {u.share(u.machine_busy_cpu):.0%} |"
+                f"| {line.name} | {u.wall_seconds:.1f} | {u.client_cpu:.1f} | "
+                f"{u.postgres_cpu:.1f} ({u.bench_backends_cpu:.1f}) | "
+                f"{u.client_cpu / rows:.1f} / {u.bench_backends_cpu / rows:.1f} | "
+                f"{_mb(u.postgres_read_bytes)} / {_mb(u.postgres_write_bytes)} | "
+                f"{u.share(u.machine_busy_cpu):.0%} |"
             )
         lines.append("")
     lines += [
