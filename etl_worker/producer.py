@@ -19,6 +19,7 @@ import psycopg
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import sql
+from redis.exceptions import RedisError
 
 from etl_worker.audit import Audit, QueuedPartition, RunMode, RunSpec
 from etl_worker.celery_app import TASK_NAME, make_app
@@ -146,7 +147,8 @@ def send_tasks(
     started = time.perf_counter()
     try:
         _publish(app, settings, run_id, parts)
-    except KombuOperationalError as exc:
+    # Redis' own errors too: publishes go out unretried, straight from the pipeline.
+    except (KombuOperationalError, RedisError, OSError) as exc:
         raise ServiceUnavailable(
             f"the broker at {redact_url(settings.broker_url)} failed while enqueueing run "
             f"{run_id} ({first_line(exc)}); its partitions are recorded — when Redis is "
