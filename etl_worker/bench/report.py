@@ -291,7 +291,8 @@ def write_chart(result: BenchResult, path: Path) -> bool:
     lines = list(reversed(result.lines))
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(lines) + 1.5))
     colors = ["#4c72b0" if line.exact else "#c44e52" for line in lines]
-    ax.barh([line.name for line in lines], [line.rows_per_second for line in lines], color=colors)
+    labels = [line.name + (" *" if line.extrapolated else "") for line in lines]
+    ax.barh(labels, [line.rows_per_second for line in lines], color=colors)
     pipe = result.line(PIPE)
     if pipe:
         ax.axvline(PIPE_SHARE_TARGET * pipe.rows_per_second, color="grey", linestyle="--")
@@ -301,7 +302,7 @@ def write_chart(result: BenchResult, path: Path) -> bool:
         )  # fmt: skip
     for i, line in enumerate(lines):
         ax.text(line.rows_per_second, i, f" {line.rows_per_second:,.0f}", va="center", fontsize=8)
-    ax.set_xlabel("rows per second (red: output not exact)")
+    ax.set_xlabel("rows per second (red: output not exact; *: a subset, extrapolated)")
     ax.set_title(
         f"{result.raw.rows:,} rows, {result.options.procs} processes, "
         f"{result.machine.get('cores')} cores"
