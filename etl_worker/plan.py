@@ -41,6 +41,7 @@ from etl_worker.errors import EtlError
 from etl_worker.extract import PartitionKey
 from etl_worker.load import ingest
 from etl_worker.producer import prepare
+from etl_worker.splits import rows_per_partition
 from etl_worker.status import format_bytes, format_duration
 
 #: How many of the largest partitions are loaded and measured.
@@ -179,10 +180,7 @@ def nearest_rank(sorted_values: Sequence[int], percent: float) -> int:
 def partition_sizes(
     conn: psycopg.Connection, raw: TableName, column: Column, top: int = SAMPLES
 ) -> PartitionSizes:
-    query = sql.SQL("SELECT {col}::text, count(*) FROM {table} GROUP BY 1").format(
-        col=sql.Identifier(column.name), table=raw.ident
-    )
-    counts = [(key, int(rows)) for key, rows in conn.execute(query).fetchall()]
+    counts = list(rows_per_partition(conn, raw, column).items())
     counts.sort(key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))
     ascending = sorted(rows for _, rows in counts)
     p50 = nearest_rank(ascending, 50)

@@ -29,6 +29,7 @@ from etl_worker.db import (
     TableName,
     adbc_connect,
     connect,
+    create_partition_index,
     find_column,
     first_line,
     has_index_on,
@@ -38,7 +39,7 @@ from etl_worker.db import (
 from etl_worker.errors import EtlError, SchemaMismatch, ServiceUnavailable
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
-from etl_worker.splits import Split, partition_sizes, plan_splits, split_column
+from etl_worker.splits import Split, plan_splits, rows_per_partition, split_column
 from etl_worker.transforms import load_transform
 
 log = logging.getLogger(__name__)
@@ -207,23 +208,6 @@ def _publish(
             )
 
 
-def index_name(table: TableName, column: str) -> str:
-    return f"{table.name}_{column}_idx"[:63]
-
-
-def create_partition_index(conn: psycopg.Connection, raw: TableName, column: str) -> None:
-    """CREATE INDEX CONCURRENTLY on the raw table's partition column: writers to the raw
-    table are not blocked while it builds. Needs an autocommit connection (it cannot run in
-    a transaction). A build that failed earlier leaves an invalid index: it is rebuilt."""
-    name = sql.Identifier(*([raw.schema] if raw.schema else []), index_name(raw, column))
-    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(name))
-    conn.execute(
-        sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} ({})").format(
-            sql.Identifier(index_name(raw, column)), raw.ident, sql.Identifier(column)
-        )
-    )
-
-
 def prepare(
     settings: Settings, conn: psycopg.Connection, *, create_index: bool = False
 ) -> tuple[list[Column], Column, list[str]]:
@@ -237,7 +221,7 @@ def prepare(
     if not has_index_on(conn, raw, column.name):
         if create_index:
             log.warning("indexing %s (%s) concurrently before enqueueing", raw, column.name)
-            create_partition_index(conn, raw, column.name)
+            create_partition_index(conn, raw, column.name)  # the one etl-plan uses too
         else:
             warnings.append(
                 f'raw table "{raw}" has no index on {column.name}: every task will scan the '
@@ -263,13 +247,13 @@ def plan_run(
         split = split_column(conn, raw, raw_columns, settings.split_column)
     # Sizes always: they order the tasks biggest first, and decide the splits.
     if keys is None and zip_table is None:
-        sizes = partition_sizes(conn, raw, column)  # the keys and their sizes in one scan
+        sizes = rows_per_partition(conn, raw, column)  # the keys and their sizes in one scan
     else:
         if keys is None:
             keys = list_partitions(
                 conn, raw, column, TableName.parse(zip_table) if zip_table else None
             )
-        sizes = partition_sizes(conn, raw, column, keys)
+        sizes = rows_per_partition(conn, raw, column, keys)
     warnings = []
     oversized = sum(1 for rows in sizes.values() if rows > settings.split_rows > 0)
     if split is None and oversized:

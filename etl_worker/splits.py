@@ -76,7 +76,7 @@ def split_column(
     return column
 
 
-def partition_sizes(
+def rows_per_partition(
     conn: psycopg.Connection,
     raw: TableName,
     column: Column,

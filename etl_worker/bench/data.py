@@ -3,7 +3,6 @@ seed match), and the one-row-per-zip tables behind the fixed-cost and enqueue li
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -16,8 +15,9 @@ from etl_worker.db import (
     table_columns,
     table_exists,
 )
+from etl_worker.plan import nearest_rank
 from etl_worker.seed import seed_raw_table
-from etl_worker.splits import partition_sizes
+from etl_worker.splits import rows_per_partition
 
 PARTITION_COLUMN = "zip_code"
 
@@ -37,17 +37,17 @@ class RawTable:
         return self.bytes / 1e6
 
     def size_summary(self) -> dict[str, float]:
+        """Partition sizes: count, min, nearest-rank percentiles (as etl-plan gives), max."""
         counts = sorted(self.sizes.values())
         if not counts:
             return {}
-        cut = statistics.quantiles(counts, n=100, method="inclusive") if len(counts) > 1 else []
         return {
             "partitions": len(counts),
             "min": counts[0],
-            "median": statistics.median(counts),
-            "mean": statistics.fmean(counts),
-            "p90": cut[89] if cut else counts[0],
-            "p99": cut[98] if cut else counts[0],
+            "median": nearest_rank(counts, 50),
+            "mean": sum(counts) / len(counts),
+            "p90": nearest_rank(counts, 90),
+            "p99": nearest_rank(counts, 99),
             "max": counts[-1],
         }
 
@@ -87,7 +87,7 @@ def ensure_raw_table(
 def describe_table(database_url: str, name: TableName, built: float | None = None) -> RawTable:
     with connect(database_url) as conn:
         column = find_column(table_columns(conn, name), PARTITION_COLUMN, name)
-        sizes = partition_sizes(conn, name, column)
+        sizes = rows_per_partition(conn, name, column)
         row = conn.execute(
             "SELECT pg_table_size(to_regclass(%s))", (name.ident.as_string(conn),)
         ).fetchone()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import psycopg
 
 from etl_worker.db import Column, TableName, connect, has_index_on
-from etl_worker.splits import partition_sizes, split_ranges
+from etl_worker.splits import rows_per_partition, split_ranges
 from tests.integration.test_run import IDENTITY, enqueue
 from tests.support.data import make_raw_table, scalar, table_difference
 from tests.support.services import Stack, Worker
@@ -74,7 +74,7 @@ def test_split_ranges_cut_a_partition_at_quantiles_of_the_split_key(fresh_databa
         id_column = Column("id", "bigint", "pg_catalog", "int8", True)
         table = TableName("t")
 
-        sizes = partition_sizes(conn, table, zip_column)
+        sizes = rows_per_partition(conn, table, zip_column)
         ranges = split_ranges(conn, table, zip_column, id_column, "a", 4)
         null_ranges = split_ranges(conn, table, zip_column, id_column, None, 2)
 
