@@ -88,6 +88,12 @@ class Settings:
     lease_seconds: float = field(
         default=defaults.LEASE_SECONDS, metadata=_env("LEASE_SECONDS", float)
     )
+    #: Seconds before a queued partition whose message is nowhere in Redis counts as lost;
+    #: 0 means ETL_VISIBILITY_TIMEOUT plus a margin (see `lost_message_after`).
+    sweep_after: int = field(default=0, metadata=_env("SWEEP_AFTER", int))
+    sweep_interval: float = field(
+        default=defaults.SWEEP_INTERVAL, metadata=_env("SWEEP_INTERVAL", float)
+    )
     max_attempts: int = field(default=defaults.MAX_ATTEMPTS, metadata=_env("MAX_ATTEMPTS", int))
     max_retries: int = field(default=defaults.MAX_RETRIES, metadata=_env("MAX_RETRIES", int))
     retry_backoff_base: float = field(
@@ -136,6 +142,21 @@ class Settings:
                 f"ETL_TASK_TIME_LIMIT ({self.task_time_limit}s), or Redis redelivers tasks "
                 "that are still running"
             )
+        if self.sweep_after and self.sweep_after <= self.visibility_timeout:
+            raise ConfigError(
+                f"ETL_SWEEP_AFTER ({self.sweep_after}s) must exceed ETL_VISIBILITY_TIMEOUT "
+                f"({self.visibility_timeout}s), or the sweeper re-enqueues messages Redis is "
+                "about to redeliver itself"
+            )
+        countdown = max(self.lease_seconds + 1, self.retry_backoff_max)
+        if countdown >= self.visibility_timeout:
+            raise ConfigError(
+                f"ETL_LEASE_SECONDS and ETL_RETRY_BACKOFF_MAX ({countdown:g}s at most) must stay "
+                f"below ETL_VISIBILITY_TIMEOUT ({self.visibility_timeout}s): a retry waiting "
+                "longer than that in a worker is redelivered by Redis while it waits"
+            )
+        if self.sweep_interval <= 0:
+            raise ConfigError("ETL_SWEEP_INTERVAL must be positive")
         if self.max_attempts < 1:
             raise ConfigError("ETL_MAX_ATTEMPTS must be at least 1")
         if self.lease_seconds <= 0:
@@ -179,6 +200,18 @@ class Settings:
     @property
     def heartbeat_interval(self) -> float:
         return self.lease_seconds / 4
+
+    @property
+    def lost_message_after(self) -> int:
+        """Age (seconds since last sent) at which a queued partition's missing message is
+        lost for good: always above the visibility timeout (see sweeper.py)."""
+        return self.sweep_after or self.visibility_timeout + defaults.SWEEP_AFTER_MARGIN
+
+    @property
+    def sweep_queue(self) -> str:
+        """The queue of the periodic sweep task: its own, so a sweep never waits behind the
+        partitions of a long run (workers that should sweep consume it too)."""
+        return f"{self.queue}.sweep"
 
 
 def env_var(setting: str) -> str:

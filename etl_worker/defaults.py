@@ -1,8 +1,9 @@
 """Documented default values. `config.Settings` is built from these; nothing else reads them.
 
 The timing defaults keep the order the Redis transport needs (see docs/reliability.md):
-task time limit < visibility timeout, and a lease far shorter than both, so a dead
-worker's partitions are found by the sweeper long before Redis would redeliver them.
+task time limit < visibility timeout < sweep-after, and a lease far shorter than all three,
+so a dead worker's partitions are found by the sweeper long before Redis would redeliver
+them.
 """
 
 DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/etl"
@@ -26,6 +27,15 @@ VISIBILITY_TIMEOUT = 2400
 #: A running attempt holds a lease this long; a heartbeat renews it every LEASE_SECONDS/4.
 #: An expired lease means the worker died: the sweeper re-enqueues the partition.
 LEASE_SECONDS = 60
+#: A queued or retrying partition whose message is in no Redis queue nor unacked set this
+#: long after it was last sent is re-enqueued by the sweeper (its message was lost: a Redis
+#: restart without persistence, a crash mid-publish). Must exceed VISIBILITY_TIMEOUT: a
+#: message held by a dead node comes back from Redis within that, and is never swept twice.
+#: ETL_SWEEP_AFTER unset means VISIBILITY_TIMEOUT plus this margin.
+SWEEP_AFTER_MARGIN = 600
+#: Seconds between sweeps (etl-sweep --watch, etl-enqueue --wait, the beat schedule). A dead
+#: node's partitions are re-enqueued within LEASE_SECONDS + SWEEP_INTERVAL of its death.
+SWEEP_INTERVAL = 30.0
 #: Attempts (deliveries that started the work) before a partition is marked failed. Bounds
 #: the kill/requeue loop of a partition that always gets its process OOM-killed.
 MAX_ATTEMPTS = 4
