@@ -4,7 +4,8 @@ audit rows.
     queued -> started -> finished
                       -> retrying -> started ...   (transient error, retried with backoff)
                       -> failed                    (permanent error, or out of attempts)
-    started --(lease expired: the worker died)--> queued again by the sweeper
+    started  --(lease expired: the worker died)-------> queued again by the sweeper
+    queued/retrying --(message lost from Redis)-------> queued again by the sweeper
 
 `finished` is written in the same transaction as the partition's rows (see pipeline.py), so
 the audit never claims rows that are not there, and rows are never there unaccounted for.
@@ -172,6 +173,34 @@ class Audit:
             {"run_id": run_id, "part_ids": None if part_ids is None else list(part_ids)},
         ).fetchall()
         return [QueuedPartition(*r) for r in rows]
+
+    # -- partitions: sweeper side ----------------------------------------------------------
+
+    def requeue_expired_leases(self, run_id: str | None) -> list[tuple[str, QueuedPartition]]:
+        """Started partitions whose lease expired go back to queued with a new task id.
+        Returns (run id, partition) pairs to send; call inside the transaction that sends."""
+        rows = self.conn.execute(self._q("requeue_expired_leases"), {"run_id": run_id})
+        return [(r[0], QueuedPartition(*r[1:])) for r in rows.fetchall()]
+
+    def unsent_candidates(self, run_id: str | None, after: float) -> list[tuple[str, int, str]]:
+        """(run id, part id, task id) of queued/retrying partitions last sent over `after`
+        seconds ago: the ones whose message the sweeper looks for in Redis."""
+        rows = self.conn.execute(self._q("unsent_candidates"), {"run_id": run_id, "after": after})
+        return [(r[0], r[1], r[2]) for r in rows.fetchall()]
+
+    def requeue_lost(
+        self, lost: Sequence[tuple[int, str]], after: float
+    ) -> list[tuple[str, QueuedPartition]]:
+        """Re-send (part id, task id) pairs whose message is gone, unless the row moved on."""
+        rows = self.conn.execute(
+            self._q("requeue_lost_messages"),
+            {
+                "part_ids": [p for p, _ in lost],
+                "task_ids": [t for _, t in lost],
+                "after": after,
+            },
+        )
+        return [(r[0], QueuedPartition(*r[1:])) for r in rows.fetchall()]
 
     # -- partitions: worker side -----------------------------------------------------------
 

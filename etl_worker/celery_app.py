@@ -15,6 +15,8 @@ from etl_worker.config import Settings
 
 TASK_NAME = "etl.process_partition"
 AUTOSCALER = "etl_worker.autoscale:MemoryAwareAutoscaler"
+#: The periodic sweep (sweeper.py), scheduled by `celery -A etl_worker beat`.
+SWEEP_TASK_NAME = "etl.sweep"
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
@@ -22,6 +24,12 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         # Redis redelivers a message not acked this long after it was *fetched*. It must
         # exceed the task time limit, or a slow but healthy task gets a parallel twin.
         "visibility_timeout": settings.visibility_timeout,
+        # Live workers put back messages unacked past the visibility timeout (a dead node's).
+        # kombu scans every interval x throttle seconds, ~100 s by default whatever the
+        # timeout; scan every min(10 s, timeout / 4) instead, so such a message is back at
+        # most that long after its timeout. One ZRANGE per worker per interval.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
     }
     if settings.redis_key_prefix:
         # Every key (queues, unacked set, bindings, pidbox) under one prefix: fleets and test
@@ -80,6 +88,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Replace a pool process that holds more than this after a task (Celery counts
         # KiB): pandas and Arrow do not always give freed memory back to the OS.
         "worker_max_memory_per_child": settings.max_memory_per_child_bytes // 1024 or None,
+        # Optional: `celery -A etl_worker beat` sends a sweep every ETL_SWEEP_INTERVAL seconds
+        # to a queue of its own, so it never waits behind a long run's partitions; run
+        # some workers with `-Q <queue>,<queue>.sweep`. A sweep not started within one
+        # interval expires: the next one is already on its way.
+        "beat_schedule": {
+            "etl-sweep": {
+                "task": SWEEP_TASK_NAME,
+                "schedule": settings.sweep_interval,
+                "options": {"queue": settings.sweep_queue, "expires": settings.sweep_interval},
+            }
+        },
     }
 
 

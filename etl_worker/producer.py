@@ -137,6 +137,12 @@ def list_partitions(
     return [row[0] for row in conn.execute(query).fetchall()]
 
 
+def run_queue(spec: RunSpec, settings: Settings) -> str:
+    """The queue a run's tasks go to: the one it was enqueued on (runs made before the queue
+    was recorded: the configured one)."""
+    return str(spec.options.get("queue") or settings.queue)
+
+
 def send_tasks(
     app: Celery, settings: Settings, run_id: str, parts: Sequence[QueuedPartition]
 ) -> float:
@@ -292,6 +298,8 @@ def enqueue_run(
             settings, conn, raw, raw_columns, column, keys, zip_table
         )
         warnings.extend(plan_warnings)
+        # Where its workers listen: the sweeper re-sends the run's partitions there.
+        options["queue"] = settings.queue
         spec = RunSpec(
             run_id,
             settings.raw_table,

@@ -34,7 +34,7 @@ def wait_for_run(
     poll_seconds: float = 1.0,
     timeout: float | None = None,
     show: bool = True,
-    on_poll: Callable[[], None] | None = None,
+    on_poll: Callable[[], object] | None = None,
 ) -> RunStatus:
     """Poll the audit table until every partition of the run is finished or failed.
 

@@ -1,5 +1,6 @@
-"""The worker's Celery app and its one task. The task is thin: `pipeline.run_partition`
-does the work; this module maps its outcome onto Celery (retry, defer, fail).
+"""The worker's Celery app and its tasks. The partition task is thin: `pipeline.run_partition`
+does the work; this module maps its outcome onto Celery (retry, defer, fail). The sweep task
+is the periodic form of `etl-sweep` (sweeper.py).
 
 Start workers with `celery -A etl_worker worker` (the app is `etl_worker.app`).
 """
@@ -11,8 +12,8 @@ from typing import Any
 
 from celery import Task
 
-from etl_worker import pipeline
-from etl_worker.celery_app import TASK_NAME, make_app
+from etl_worker import pipeline, sweeper
+from etl_worker.celery_app import SWEEP_TASK_NAME, TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import worker_context
 from etl_worker.extract import PartitionKey
@@ -41,7 +42,9 @@ def process_partition(
     lo, hi = (split or [None, None])[:2]
     key = PartitionKey(zip, lo, hi)
     try:
-        outcome = pipeline.run_partition(ctx, run_id, part_id, key, self.request.id or "")
+        outcome = pipeline.run_partition(
+            ctx, run_id, part_id, key, self.request.id or "", retries=self.request.retries
+        )
     except pipeline.RetryLater as later:
         log.info(
             "partition %s: %s; again in %.1fs",
@@ -52,3 +55,12 @@ def process_partition(
         raise self.retry(countdown=later.outcome.countdown) from None
     log.info("partition %s %s %s", key.label, outcome.status, outcome.detail)
     return {"status": outcome.status, "rows": outcome.stats.get("rows_written")}
+
+
+# Acked on receipt: a sweep lost with its worker is simply the next scheduled one.
+@app.task(name=SWEEP_TASK_NAME, acks_late=False)
+def sweep() -> dict[str, Any]:
+    """Re-enqueue stranded partitions of every run (the beat schedule sends this)."""
+    ctx = worker_context(settings)
+    result = sweeper.sweep(settings, ctx.pg, app=app)
+    return {"requeued": result.requeued, "checked": result.checked}

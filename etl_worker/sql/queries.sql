@@ -33,6 +33,43 @@ WHERE run_id = %(run_id)s AND state <> 'finished'
   AND (%(part_ids)s::bigint[] IS NULL OR part_id = ANY(%(part_ids)s::bigint[]))
 RETURNING part_id, part_key, task_id, split_lo, split_hi;
 
+-- name: requeue_expired_leases
+-- The sweeper's fast path: an attempt whose lease ran out was not renewed by its heartbeat,
+-- so its worker is dead (node terminated, process killed). Send the partition again with a
+-- fresh task id; `attempts` is kept, so a partition that kills its node every time still
+-- ends `failed` after ETL_MAX_ATTEMPTS.
+UPDATE {schema}.partitions p
+SET state = 'queued', task_id = gen_random_uuid()::text, lease_owner = NULL,
+    lease_expires_at = NULL, queued_at = now(), requeues = p.requeues + 1,
+    requeue_reason = format('lease of %%s (worker %%s) expired at %%s without a heartbeat',
+                            p.lease_owner, p.worker, p.lease_expires_at)
+WHERE p.state = 'started' AND p.lease_expires_at < now()
+  AND (%(run_id)s::text IS NULL OR p.run_id = %(run_id)s::text)
+RETURNING p.run_id, p.part_id, p.part_key, p.task_id, p.split_lo, p.split_hi;
+
+-- name: unsent_candidates
+-- Partitions waiting for a message (queued, or retrying after a countdown) whose message was
+-- last sent longer ago than the threshold: the sweeper checks whether Redis still has it.
+SELECT run_id, part_id, task_id
+FROM {schema}.partitions
+WHERE state IN ('queued', 'retrying')
+  AND greatest(queued_at, heartbeat_at) < now() - make_interval(secs => %(after)s)
+  AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s::text);
+
+-- name: requeue_lost_messages
+-- Re-send partitions whose message is in no Redis queue nor unacked set. Matching the task id
+-- as well makes it a no-op for a row a worker claimed (or another sweeper re-sent) since
+-- the check.
+UPDATE {schema}.partitions p
+SET state = 'queued', task_id = gen_random_uuid()::text, lease_owner = NULL,
+    lease_expires_at = NULL, queued_at = now(), requeues = p.requeues + 1,
+    requeue_reason = format('message %%s was in no Redis queue nor unacked set after %%ss',
+                            p.task_id, %(after)s)
+FROM unnest(%(part_ids)s::bigint[], %(task_ids)s::text[]) AS lost(part_id, task_id)
+WHERE p.part_id = lost.part_id AND p.task_id = lost.task_id
+  AND p.state IN ('queued', 'retrying')
+RETURNING p.run_id, p.part_id, p.part_key, p.task_id, p.split_lo, p.split_hi;
+
 -- name: claim_partition
 -- Start an attempt: take the lease unless the partition is done, failed, leased by a live
 -- attempt, or out of attempts. Returns the row as it was plus whether the claim took.
@@ -101,7 +138,7 @@ WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started';
 SELECT part_id, part_key, split_lo, split_hi, state::text, attempts, retries, task_id, worker,
        queued_at, started_at, finished_at, rows_read, rows_written, read_seconds,
        transform_seconds, write_seconds, duration_seconds, memory_before_bytes,
-       memory_after_bytes, peak_rss_bytes, error
+       memory_after_bytes, peak_rss_bytes, error, lease_owner, requeues, requeue_reason
 FROM {schema}.partitions WHERE run_id = %(run_id)s ORDER BY part_id;
 
 -- name: run_counts

@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS {schema}.partitions (
     memory_after_bytes  bigint,
     peak_rss_bytes      bigint,
     error               text,
+    -- Times the sweeper sent this partition again because nothing else would (its lease
+    -- expired: the worker died; or its message was lost from Redis), and why, last time.
+    requeues            integer NOT NULL DEFAULT 0,
+    requeue_reason      text,
     UNIQUE NULLS NOT DISTINCT (run_id, part_key, split_lo)
 );
 

@@ -1,0 +1,66 @@
+"""etl-sweep: re-enqueue partitions whose worker died or whose message was lost."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import click
+
+from etl_worker.audit import Audit
+from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.config import Settings, env_var
+from etl_worker.db import connect
+from etl_worker.status import run_status
+from etl_worker.sweeper import PeriodicSweep, SweepResult, sweep
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_id", required=False)
+@click.option("--watch", is_flag=True, help="Sweep again every --interval seconds.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help=f"Seconds between sweeps with --watch [env {env_var('sweep_interval')}; default 30].",
+)
+@setting_options("database_url", "broker_url", "queue")
+@handle_errors
+def main(run_id: str | None, watch: bool, interval: float | None, **overrides: str | None) -> None:
+    """Send again the partitions of RUN_ID (default: of every run) that nothing else will:
+    those whose lease expired (their worker died), and those whose message is in no Redis
+    queue nor unacked set ETL_SWEEP_AFTER seconds after it was sent (lost).
+
+    Prints one line per run and cause. With --watch, sweeps until RUN_ID is complete (without
+    RUN_ID, until interrupted), and a failed sweep is reported and tried again.
+    """
+    settings = load_settings(sweep_interval=interval, **overrides)
+    if not watch:
+        with connect(settings.database_url) as conn:
+            if run_id is not None:
+                Audit(conn, settings.audit_schema).get_run(run_id)  # RunNotFound, clearly
+            result = sweep(settings, conn, run_id=run_id)
+        _print(result)
+        if not result.requeued:
+            click.echo(
+                f"nothing to re-enqueue: no expired leases; {result.checked} partition(s) "
+                f"waiting over {result.lost_after}s, each with its message in Redis"
+            )
+        return
+    periodic = PeriodicSweep(settings, run_id, report=_print)
+    while True:
+        periodic()
+        if run_id is not None and _complete(settings, run_id):
+            return
+        time.sleep(settings.sweep_interval)
+
+
+def _print(result: SweepResult) -> None:
+    stamp = datetime.now().strftime("%H:%M:%S")
+    for line in result.lines():
+        click.echo(f"{stamp} {line}")
+
+
+def _complete(settings: Settings, run_id: str) -> bool:
+    with connect(settings.database_url) as conn:
+        return run_status(Audit(conn, settings.audit_schema), run_id, details=False).complete

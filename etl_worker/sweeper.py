@@ -1,0 +1,248 @@
+"""The sweeper: find partitions that nothing will ever deliver again, and send them again.
+
+A partition is stranded in one of two ways, each found from the audit table (the source of
+truth; Celery's and Redis's own bookkeeping is not):
+
+- **Its worker died mid-partition** (the node was terminated, its process group killed): the
+  attempt's lease stops being renewed by its heartbeat and expires. This is the fast path, a
+  dead node's partitions come back `ETL_LEASE_SECONDS` (+ one sweep interval) after its death.
+  Redis would redeliver the message too, but only `visibility_timeout` after it was fetched,
+  and only when some live worker runs kombu's restore. (A pool process killed alone needs no
+  sweeper: its message is requeued at once by `task_reject_on_worker_lost` and the next
+  delivery takes the dead process's lease over, see `pipeline._claim`.)
+- **Its message vanished**: a Redis restart without persistence, a producer that died
+  mid-send, a retry whose publish failed. The row says queued or retrying, but its task id is
+  in no queue list and no unacked hash of the broker.
+
+Timing order (Settings enforces it):
+
+    task_time_limit  <  visibility_timeout  <  lost_message_after (ETL_SWEEP_AFTER)
+
+A running task is killed before Redis would redeliver its message, so Redis never hands out
+a second copy of a healthy task; and the sweeper calls a message lost only after Redis has
+had its full visibility timeout to bring back whatever a dead node was holding, and long
+after the short windows in which a live message is in neither place (buffered in a
+producer's pipeline, popped by a worker but not yet recorded as unacked). Only rows with no
+activity for that long are looked up at all.
+
+Either way the partition goes back to `queued` with a fresh task id (recorded in the audit
+row with a requeue count and the reason) and is sent through `producer.send_tasks`, in the
+transaction that changed the row: when the send fails, the row is left as it was for the
+next sweep. A message that turns up later anyway (Redis restoring the dead node's copy)
+finds the partition finished, or leased by the new attempt, and changes nothing. Being wrong
+costs a duplicate delivery, never a duplicate row: that is pipeline.py's guarantee.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import redis
+from celery import Celery
+
+from etl_worker.audit import Audit, QueuedPartition
+from etl_worker.celery_app import make_app
+from etl_worker.config import Settings
+from etl_worker.db import connect, first_line
+from etl_worker.producer import run_queue, send_tasks
+from etl_worker.status import partition_label
+
+log = logging.getLogger(__name__)
+
+#: Messages read per LRANGE/HSCAN call while looking for task ids.
+SCAN_CHUNK = 1000
+
+
+@dataclass
+class RunSweep:
+    """What one sweep sent again for one run (partition labels)."""
+
+    run_id: str
+    expired: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+
+    @property
+    def requeued(self) -> int:
+        return len(self.expired) + len(self.lost)
+
+
+@dataclass
+class SweepResult:
+    runs: dict[str, RunSweep] = field(default_factory=dict)
+    #: Waiting partitions old enough to be looked up in Redis.
+    checked: int = 0
+    lost_after: int = 0
+
+    @property
+    def requeued(self) -> int:
+        return sum(r.requeued for r in self.runs.values())
+
+    def run(self, run_id: str) -> RunSweep:
+        return self.runs.setdefault(run_id, RunSweep(run_id))
+
+    def lines(self) -> list[str]:
+        """One line per run and cause, for `etl-sweep` and the logs."""
+        out = []
+        for sweep in self.runs.values():
+            for labels, why in (
+                (sweep.expired, "whose lease expired (worker died)"),
+                (sweep.lost, f"whose message was in no Redis queue after {self.lost_after}s"),
+            ):
+                if labels:
+                    shown = ", ".join(labels[:10]) + (" ..." if len(labels) > 10 else "")
+                    out.append(
+                        f"run {sweep.run_id}: re-enqueued {len(labels)} partition(s) {why}: "
+                        + shown
+                    )
+        return out
+
+
+def broker_task_ids(app: Celery, queues: Iterable[str]) -> set[str]:
+    """Task ids of every message in the queues' lists (all priority levels) and in the
+    transport's unacked hash (delivered, not yet acked: running, or waiting out a countdown).
+
+    The unacked hash is read before and after the lists: a message moves list -> worker ->
+    unacked in one step of the worker's loop, so it is in one of the three reads."""
+    queue_names = sorted(set(queues))
+    with app.connection_for_write() as conn:
+        channel: Any = conn.default_channel
+        # A plain client on kombu's own pool: kombu's prefixing client rewrites only the
+        # commands kombu uses, so this one adds the global key prefix itself, explicitly.
+        client = redis.Redis(connection_pool=channel.client.connection_pool)
+        prefix = getattr(channel, "global_keyprefix", "") or ""
+        unacked = prefix + channel.unacked_key
+        ids = _unacked_ids(client, unacked)
+        for queue in queue_names:
+            for priority in channel.priority_steps:
+                ids |= _list_ids(client, prefix + channel._q_for_pri(queue, priority))
+        ids |= _unacked_ids(client, unacked)
+    return ids
+
+
+def _task_id(raw: bytes | str) -> str | None:
+    """The Celery task id in a raw kombu message (protocol 2 keeps it in the headers)."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(message, list) and message:  # an unacked entry: [message, exchange, key]
+        message = message[0]
+    headers = message.get("headers") if isinstance(message, dict) else None
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    return task_id if isinstance(task_id, str) else None
+
+
+def _list_ids(client: redis.Redis, key: str) -> set[str]:
+    ids: set[str] = set()
+    start = 0
+    while True:
+        chunk: Any = client.lrange(key, start, start + SCAN_CHUNK - 1)
+        ids.update(i for i in map(_task_id, chunk) if i)
+        if len(chunk) < SCAN_CHUNK:
+            return ids
+        start += SCAN_CHUNK
+
+
+def _unacked_ids(client: redis.Redis, key: str) -> set[str]:
+    entries = (value for _tag, value in client.hscan_iter(key, count=SCAN_CHUNK))
+    return {i for i in map(_task_id, entries) if i}
+
+
+def sweep(
+    settings: Settings,
+    conn: psycopg.Connection,
+    *,
+    run_id: str | None = None,
+    app: Celery | None = None,
+) -> SweepResult:
+    """One sweep over `run_id` (default: every run in the database)."""
+    app = app or make_app(settings)
+    audit = Audit(conn, settings.audit_schema)
+    after = settings.lost_message_after
+    result = SweepResult(lost_after=after)
+
+    with conn.transaction():
+        expired = audit.requeue_expired_leases(run_id)
+        _send(settings, app, audit, expired, result, lost=False)
+
+    candidates = audit.unsent_candidates(run_id, after)
+    result.checked = len(candidates)
+    if candidates:
+        queues = {run_queue(audit.get_run(r), settings) for r in {c[0] for c in candidates}}
+        present = broker_task_ids(app, queues)
+        lost = [(part, task) for _, part, task in candidates if task not in present]
+        if lost:
+            with conn.transaction():
+                requeued = audit.requeue_lost(lost, after)
+                _send(settings, app, audit, requeued, result, lost=True)
+    for line in result.lines():
+        log.info("%s", line)
+    return result
+
+
+def _send(
+    settings: Settings,
+    app: Celery,
+    audit: Audit,
+    rows: Sequence[tuple[str, QueuedPartition]],
+    result: SweepResult,
+    *,
+    lost: bool,
+) -> None:
+    by_run: dict[str, list[QueuedPartition]] = defaultdict(list)
+    for run_id, part in rows:
+        by_run[run_id].append(part)
+    for run_id, parts in by_run.items():
+        queue = run_queue(audit.get_run(run_id), settings)
+        send_tasks(app, settings.replace(queue=queue), run_id, parts)
+        labels = [partition_label(p.key, p.split_lo, p.split_hi) for p in parts]
+        target = result.run(run_id)
+        (target.lost if lost else target.expired).extend(labels)
+
+
+class PeriodicSweep:
+    """A sweep at most every `settings.sweep_interval` seconds, for loops that poll more
+    often (`etl-enqueue --wait`, `etl-sweep --watch`). A failed sweep (broker or database
+    away) is logged and tried again next time: the loop it runs in must outlive the blip."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        run_id: str | None = None,
+        *,
+        app: Celery | None = None,
+        report: Callable[[SweepResult], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.report = report
+        self._app = app
+        self._last = float("-inf")
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            self._app = make_app(self.settings)
+        return self._app
+
+    def __call__(self) -> SweepResult | None:
+        now = time.monotonic()
+        if now - self._last < self.settings.sweep_interval:
+            return None
+        self._last = now
+        try:
+            with connect(self.settings.database_url) as conn:
+                result = sweep(self.settings, conn, run_id=self.run_id, app=self.app)
+        except Exception as exc:  # broker or database blip: the next sweep tries again
+            log.warning("sweep failed (will retry): %s", first_line(exc))
+            return None
+        if self.report is not None:
+            self.report(result)
+        return result
