@@ -251,6 +251,8 @@ def sqlstate_of(exc: BaseException) -> str | None:
 
 def classify(exc: BaseException) -> BaseException:
     """Map a driver error to `TransientError` / `PartitionDataError`, else return it unchanged."""
+    if isinstance(exc, ServiceUnavailable):  # our own wrapper of a failed connect
+        return TransientError(str(exc))
     state = sqlstate_of(exc)
     if state is not None:
         if state in _TRANSIENT_SQLSTATES or state.startswith("08"):

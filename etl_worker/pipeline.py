@@ -12,6 +12,7 @@ Why each step is safe to repeat:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -90,19 +91,29 @@ def _owner_is_dead_here(owner: str | None, host: str) -> bool:
 
 
 def run_partition(
-    ctx: WorkerContext, run_id: str, part_id: int, key: PartitionKey, task_id: str
+    ctx: WorkerContext,
+    run_id: str,
+    part_id: int,
+    key: PartitionKey,
+    task_id: str,
+    *,
+    retries: int = 0,
 ) -> Outcome:
-    """Process one delivery of a partition. Raises `RetryLater` for a retry or a deferral,
-    the `PermanentPartitionError` after recording `failed`; returns the outcome otherwise."""
+    """Process one delivery of a partition (`retries`: how often this message was retried
+    already). Raises `RetryLater` for a retry or a deferral, the `PermanentPartitionError`
+    after recording `failed`; returns the outcome otherwise."""
     settings = ctx.settings
     owner = f"{ctx.host}:{ctx.pid}:{uuid.uuid4().hex[:12]}"
     try:
         claim = _claim(ctx, run_id, part_id, task_id, owner)
-    except Exception as exc:  # the database is unreachable: nothing recorded, try again
+    except Exception as exc:
         ctx.reset_connections()
         error = classify(exc)
         if isinstance(error, TransientError):
-            raise RetryLater(Outcome("retry", part_id, str(error))) from exc
+            # The database is unreachable, so nothing can be recorded and no attempt is
+            # counted: back off (per message) until it answers again.
+            wait = backoff(retries, settings.retry_backoff_base, settings.retry_backoff_max)
+            raise RetryLater(Outcome("retry", part_id, str(error), countdown=wait)) from exc
         raise
     if claim is None:
         return Outcome("skipped", part_id, "no such partition in the audit table")
@@ -157,6 +168,10 @@ def _claim(ctx: WorkerContext, run_id: str, part_id: int, task_id: str, owner: s
         # message came straight back to us; take over now instead of waiting out the lease.
         if claim.lease_owner and _owner_is_dead_here(claim.lease_owner, ctx.host):
             claim = audit.claim(run_id, part_id, dead_owners=[claim.lease_owner], **kwargs)  # type: ignore[arg-type]
+            if claim is not None and not claim.claimed:
+                # Still refused: out of attempts. A dead process's lease is no lease, so the
+                # partition fails now rather than after the lease runs out.
+                claim = dataclasses.replace(claim, lease_left=None)
     return claim
 
 
