@@ -88,3 +88,19 @@ def count_partitions(url: str, state: str) -> int:
     """Audit rows (any run) in `state`: queued, started, retrying, finished or failed."""
     query = "SELECT count(*) FROM etl.partitions WHERE state::text = %s"
     return int(scalar(url, query, (state,)))  # type: ignore[arg-type]
+
+
+def audit_rows(url: str, run_id: str) -> dict[str | None, dict[str, object]]:
+    """The run's audit rows keyed by partition value (None is the NULL partition)."""
+    with psycopg.connect(url) as conn:
+        cur = conn.execute(
+            """
+            SELECT part_key, state::text AS state, attempts, retries, task_id, worker,
+                   lease_owner, error, requeues, requeue_reason, rows_read, rows_written
+            FROM etl.partitions WHERE run_id = %s
+            """,
+            (run_id,),
+        )
+        names = [d.name for d in cur.description or ()]
+        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return {row["part_key"]: row for row in rows}  # type: ignore[misc]

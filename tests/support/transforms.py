@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -44,3 +45,19 @@ def wait_for_gate(df: pd.DataFrame) -> pd.DataFrame:
     while len(df) and path and Path(path).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     return df
+
+
+def slow_identity(df: pd.DataFrame) -> pd.DataFrame:
+    """Identity after ETL_TEST_SLEEP seconds (default 1): slow enough to be caught mid-task."""
+    time.sleep(float(os.environ.get("ETL_TEST_SLEEP", "1")))
+    return df
+
+
+def killed_on_marked_zips(df: pd.DataFrame) -> pd.DataFrame:
+    """SIGKILL the process running it, every time, for zips listed in ETL_TEST_KILL_FILE (as
+    the kernel's OOM killer does to a partition too big for its worker); slow identity for
+    the others."""
+    path = os.environ.get("ETL_TEST_KILL_FILE")
+    if path and len(df) and str(df["zip_code"].iloc[0]) in Path(path).read_text().split():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return slow_identity(df)

@@ -1,0 +1,221 @@
+"""The broker goes away: Redis restarts mid-run (with and without persistence), and
+messages vanish from it. Each test runs its own redis-server; the shared one is never
+touched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from tests.support.cli import run_cli
+from tests.support.data import audit_rows, make_raw_table, table_difference
+from tests.support.reliability import record
+from tests.support.runs import (
+    SLOW,
+    enqueue,
+    rows_in_state,
+    start_enqueue_and_wait,
+    wait_for_run_end,
+)
+from tests.support.servers import RedisServer
+from tests.support.services import Stack, Worker, wait_until
+
+pytestmark = pytest.mark.faults
+
+#: Timings short enough for a test, in the order Settings requires: a task is killed
+#: after 8 s, Redis redelivers an unacked message after 10 s (checked every 2 s).
+SHORT_TIMINGS = {
+    "ETL_LEASE_SECONDS": "4",
+    "ETL_TASK_TIME_LIMIT": "8",
+    "ETL_VISIBILITY_TIMEOUT": "10",
+    "ETL_RETRY_BACKOFF_BASE": "0.5",
+    "ETL_RETRY_BACKOFF_MAX": "3",
+    # Lost messages are --resume's job in these tests, not the sweeper's.
+    "ETL_SWEEP_AFTER": "600",
+    "ETL_SWEEP_INTERVAL": "1",
+}
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    servers: list[RedisServer] = []
+
+    def start(**options: object) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(servers)}", **options)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def mid_run(url: str, run_id: str) -> bool:
+    """Some zips finished, some running, some still queued."""
+    rows = audit_rows(url, run_id)
+    states = [r["state"] for r in rows.values()]
+    return "finished" in states and "started" in states and "queued" in states
+
+
+def test_redis_restart_with_persistence_loses_no_queued_zip(
+    stack: Stack, start_worker: Callable[..., Worker], redis_server: Callable[..., RedisServer]
+) -> None:
+    url = stack.database_url
+    make_raw_table(url, zips=10, rows_per_zip=5)
+    redis = redis_server(persistent=True)
+    env = stack.env | SHORT_TIMINGS | {"ETL_BROKER_URL": redis.url, "ETL_TEST_SLEEP": "1"}
+    worker = start_worker(concurrency=2, **env)
+    producer, run_id = start_enqueue_and_wait(env, "--all-zips", "--transform", SLOW)
+    wait_until(lambda: mid_run(url, run_id), timeout=120, what="the run to be under way")
+
+    redis.restart()  # SIGKILL, then start again on the same port and append-only file
+    restarted = time.monotonic()
+
+    assert producer.wait(180) == 0, producer.stderr.read() if producer.stderr else ""
+    recovered = time.monotonic() - restarted
+    rows = audit_rows(url, run_id)
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    assert all(r["requeues"] == 0 for r in rows.values())  # Redis itself kept every message
+    lost, doubled = table_difference(url, "raw_companies", "clean_companies")
+    assert (lost, doubled) == (0, 0)
+    assert "Connection to broker lost" in worker.log()
+    record(
+        "Redis restarts mid-run, with persistence",
+        "SIGKILL redis-server (appendonly yes, appendfsync always), start it again",
+        "worker and waiting producer reconnected; running zips were cancelled and came back "
+        "from the persisted unacked set after the visibility timeout; queued zips all kept",
+        recovery_seconds=recovered,
+        rows_lost=lost,
+        rows_doubled=doubled,
+    )
+
+
+def test_redis_restart_without_persistence_then_resume_sends_exactly_the_unfinished_zips(
+    stack: Stack, start_worker: Callable[..., Worker], redis_server: Callable[..., RedisServer]
+) -> None:
+    url = stack.database_url
+    make_raw_table(url, zips=10, rows_per_zip=5)
+    redis = redis_server(persistent=False)
+    env = stack.env | SHORT_TIMINGS | {"ETL_BROKER_URL": redis.url, "ETL_TEST_SLEEP": "1"}
+    worker = start_worker(concurrency=2, **env)
+    run_id = enqueue(env, "--all-zips", "--transform", SLOW)
+    wait_until(lambda: mid_run(url, run_id), timeout=120, what="the run to be under way")
+
+    redis.restart()  # everything in Redis is gone: the queue and the unacked set
+    restarted = time.monotonic()
+    # Running zips are cancelled on connection loss; wait until nothing runs any more.
+    wait_until(
+        lambda: not rows_in_state(url, run_id, "started") or _only_dead_leases(url, run_id),
+        timeout=60,
+        what="the cancelled zips to stop",
+    )
+    unfinished = {k for k, r in audit_rows(url, run_id).items() if r["state"] != "finished"}
+    assert unfinished, "the run finished before the restart: nothing was lost"
+    assert _queued_messages(redis, stack) == 0  # the restart emptied the queue
+
+    before = audit_rows(url, run_id)
+    resumed = run_cli("etl-enqueue", "--resume", run_id, env=env, check=True)
+
+    assert f"re-enqueued {len(unfinished)} partitions" in resumed.stderr
+    after = audit_rows(url, run_id)
+    changed = {k for k in after if after[k]["task_id"] != before[k]["task_id"]}
+    assert changed == unfinished  # exactly the zips that did not finish, each once
+    wait_for_run_end(url, run_id)
+    recovered = time.monotonic() - restarted
+    rows = audit_rows(url, run_id)
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    lost, doubled = table_difference(url, "raw_companies", "clean_companies")
+    assert (lost, doubled) == (0, 0)
+    assert "Connection to broker lost" in worker.log()
+    record(
+        "Redis restarts mid-run, without persistence",
+        "SIGKILL redis-server (no AOF, no RDB), start it empty; then `etl-enqueue --resume`",
+        f"queue and unacked set lost; running zips cancelled; `--resume` re-enqueued exactly "
+        f"the {len(unfinished)} unfinished zips and the reconnected worker finished them",
+        recovery_seconds=recovered,
+        rows_lost=lost,
+        rows_doubled=doubled,
+    )
+
+
+def _only_dead_leases(url: str, run_id: str) -> bool:
+    """Every started zip's lease has run out: its attempt is over."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM etl.partitions WHERE run_id = %s AND state = 'started' "
+            "AND lease_expires_at > now()",
+            (run_id,),
+        ).fetchone()
+    return row == (0,)
+
+
+def _queued_messages(redis: RedisServer, stack: Stack) -> int:
+    client = redis.client()
+    try:
+        return int(client.llen(stack.prefix + stack.queue))  # type: ignore[arg-type]
+    finally:
+        client.close()
+
+
+def test_zips_whose_messages_vanished_are_swept_back_by_the_beat_scheduled_sweep(
+    stack: Stack, tmp_path: Path
+) -> None:
+    url = stack.database_url
+    make_raw_table(url, zips=4, rows_per_zip=5)
+    # Lost means: in no queue and no unacked set 6 s after it was sent (> visibility 5 s).
+    env = stack.env | {
+        "ETL_LEASE_SECONDS": "2",
+        "ETL_TASK_TIME_LIMIT": "4",
+        "ETL_VISIBILITY_TIMEOUT": "5",
+        "ETL_RETRY_BACKOFF_MAX": "2",
+        "ETL_SWEEP_AFTER": "6",
+        "ETL_SWEEP_INTERVAL": "1",
+    }
+    run_id = enqueue(env, "--all-zips", "--transform", SLOW)
+    client = redis_client(stack)
+    assert client.delete(stack.prefix + stack.queue) == 1  # every message of the run is gone
+    sent = time.monotonic()
+
+    worker = Worker(
+        env | {"ETL_TEST_SLEEP": "0"},
+        tmp_path / "beat-worker.log",
+        name="sweeper@%h",
+        # -B runs beat inside this worker; it consumes the sweep queue too.
+        extra_args=["-B", "-s", str(tmp_path / "beat-schedule"), "-Q",
+                    f"{stack.queue},{stack.queue}.sweep"],
+    )  # fmt: skip
+    try:
+        worker.wait_ready()
+        wait_for_run_end(url, run_id, timeout=120)
+        recovered = time.monotonic() - sent
+    finally:
+        worker.stop()
+
+    rows = audit_rows(url, run_id)
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    assert {r["requeues"] for r in rows.values()} == {1}
+    assert all(
+        "in no Redis queue nor unacked set" in str(r["requeue_reason"]) for r in rows.values()
+    )
+    assert "etl.sweep" in worker.log() and "re-enqueued 6 partition(s)" in worker.log()
+    lost, doubled = table_difference(url, "raw_companies", "clean_companies")
+    assert (lost, doubled) == (0, 0)
+    record(
+        "queued messages vanish from Redis",
+        "DEL the run's queue list right after enqueueing (as a Redis restart without "
+        "persistence does)",
+        "the beat-scheduled etl.sweep found the 6 queued zips' task ids in no queue and no "
+        "unacked set once older than ETL_SWEEP_AFTER=6 s, re-enqueued them; all finished",
+        recovery_seconds=recovered,
+        rows_lost=lost,
+        rows_doubled=doubled,
+    )
+
+
+def redis_client(stack: Stack) -> redis.Redis:
+    return redis.Redis.from_url(stack.broker_url)

@@ -1,0 +1,274 @@
+"""Workers that die: a pool process killed, a whole node killed, a warm shutdown, a
+partition too big for its worker. Real `celery worker` processes, real signals.
+
+Every test ends with the target exactly right (each zip's rows present once: EXCEPT ALL both
+ways against the raw table) and the audit table telling what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.data import audit_rows, make_raw_table, table_difference
+from tests.support.reliability import record
+from tests.support.runs import (
+    SLOW,
+    enqueue,
+    rows_in_state,
+    start_enqueue_and_wait,
+    wait_for_run_end,
+)
+from tests.support.services import Stack, Worker, wait_until
+
+pytestmark = pytest.mark.faults
+
+
+def lease_pid(row: dict[str, object]) -> int:
+    """The pool process holding a partition's lease (owner is host:pid:token)."""
+    return int(str(row["lease_owner"]).split(":")[1])
+
+
+def test_a_pool_process_killed_mid_task_is_requeued_at_once_and_finishes_on_another(
+    stack: Stack, start_worker: Callable[..., Worker]
+) -> None:
+    url = stack.database_url
+    make_raw_table(url, zips=4, rows_per_zip=5)
+    worker = start_worker(concurrency=2, ETL_TEST_SLEEP="2")
+    run_id = enqueue(stack.env, "--all-zips", "--transform", SLOW)
+
+    running = wait_until(lambda: rows_in_state(url, run_id, "started"), what="a started zip")
+    zip_code, row = next(iter(running.items()))  # type: ignore[attr-defined]
+    victim = lease_pid(row)
+    assert victim in worker.pool_pids()
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(
+        lambda: rows_in_state(url, run_id, "finished").get(zip_code),
+        timeout=120,
+        what=f"zip {zip_code!r} to finish after its process was killed",
+    )
+    recovered = time.monotonic() - killed
+    wait_for_run_end(url, run_id)
+
+    lost, doubled = table_difference(url, "raw_companies", "clean_companies")
+    assert (lost, doubled) == (0, 0)
+    rows = audit_rows(url, run_id)
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    # The kill cost one attempt; the redelivery took the dead process's lease over at once.
+    assert rows[zip_code]["attempts"] == 2
+    assert all(r["attempts"] == 1 for k, r in rows.items() if k != zip_code)
+    assert "WorkerLostError" in worker.log()
+    record(
+        "pool process SIGKILLed mid-task",
+        "os.kill(pool pid from the zip's lease, SIGKILL) while its transform runs",
+        "message requeued at once (reject_on_worker_lost) to the back of the queue; its "
+        "next delivery took the dead process's lease over and finished the zip (attempts=2)",
+        recovery_seconds=recovered,
+        rows_lost=lost,
+        rows_doubled=doubled,
+    )
+
+
+#: Short timings for a dead node, in the order the sweeper needs: the lease expires 3 s
+#: after the last heartbeat; Redis would redeliver a fetched message after 10 s.
+DEAD_NODE_TIMINGS = {
+    "ETL_LEASE_SECONDS": "3",
+    "ETL_TASK_TIME_LIMIT": "8",
+    "ETL_VISIBILITY_TIMEOUT": "10",
+    "ETL_RETRY_BACKOFF_MAX": "2",
+    "ETL_SWEEP_INTERVAL": "1",
+}
+
+
+def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_changes_nothing(
+    stack: Stack, start_worker: Callable[..., Worker]
+) -> None:
+    url = stack.database_url
+    make_raw_table(url, zips=10, rows_per_zip=5)
+    env = DEAD_NODE_TIMINGS | {"ETL_TEST_SLEEP": "1"}
+    survivor = start_worker(concurrency=1, name="survivor@%h", **env)
+    victim = start_worker(concurrency=2, name="victim@%h", **env)
+    # The waiting producer is the only sweeper here: no other process recovers the zips.
+    producer, run_id = start_enqueue_and_wait(stack.env | env, "--all-zips", "--transform", SLOW)
+
+    def victim_busy() -> dict[str | None, dict[str, object]] | None:
+        rows = audit_rows(url, run_id)
+        mine = {k: r for k, r in rows.items() if str(r["worker"]).startswith("victim@")}
+        done = [r for r in mine.values() if r["state"] == "finished"]
+        running = {k: r for k, r in mine.items() if r["state"] == "started"}
+        return running if done and running else None
+
+    wait_until(victim_busy, timeout=120, what="the victim node to finish a zip and start more")
+    victim.kill_group()  # SIGKILL to the node's whole process group, as a terminated machine
+    killed = time.monotonic()
+    in_flight = {
+        k: r
+        for k, r in rows_in_state(url, run_id, "started").items()
+        if str(r["worker"]).startswith("victim@")
+    }
+    assert in_flight, "the victim died holding no zip: nothing to recover"
+
+    def swept() -> bool:
+        rows = audit_rows(url, run_id)
+        return all(rows[k]["requeues"] for k in in_flight)
+
+    wait_until(swept, timeout=60, interval=0.1, what="the sweeper to re-enqueue them")
+    detected = time.monotonic() - killed
+    wait_until(
+        lambda: set(in_flight) <= set(rows_in_state(url, run_id, "finished")),
+        timeout=120,
+        interval=0.2,
+        what="the dead node's zips to finish elsewhere",
+    )
+    recovered = time.monotonic() - killed
+    assert producer.wait(120) == 0, producer.stderr.read() if producer.stderr else ""
+
+    rows = audit_rows(url, run_id)
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    workers = {str(r["worker"]).split("@")[0] for r in rows.values()}
+    assert workers == {"survivor", "victim"}  # both nodes took zips
+    for key in in_flight:
+        assert str(rows[key]["worker"]).startswith("survivor@")
+        assert rows[key]["requeues"] == 1
+        assert "expired" in str(rows[key]["requeue_reason"])
+        assert rows[key]["task_id"] != in_flight[key]["task_id"]  # a fresh message
+    assert table_difference(url, "raw_companies", "clean_companies") == (0, 0)
+
+    # Redis still holds the dead node's original messages as unacked; after the visibility
+    # timeout the survivor restores them, and each delivery finds its zip finished.
+    originals = [str(r["task_id"]) for r in in_flight.values()]
+    wait_until(
+        lambda: all(f"[{t}] succeeded" in survivor.log() for t in originals),
+        timeout=90,
+        what="Redis to redeliver the dead node's messages",
+    )
+    for task_id in originals:
+        line = next(x for x in survivor.log().splitlines() if f"[{task_id}] succeeded" in x)
+        assert "'status': 'skipped'" in line
+    lost, doubled = table_difference(url, "raw_companies", "clean_companies")
+    assert (lost, doubled) == (0, 0)
+    assert audit_rows(url, run_id) == rows  # the redeliveries changed no audit row
+    record(
+        "whole worker node SIGKILLed mid-run",
+        "killpg(node, SIGKILL) while it holds zips; a second node keeps running",
+        f"{len(in_flight)} zip(s) re-enqueued {detected:.1f} s after the kill by the sweeper "
+        "in `etl-enqueue --wait` (lease expired; ETL_LEASE_SECONDS=3, ETL_SWEEP_INTERVAL=1), "
+        "finished on the other node; Redis's later redelivery of the originals found them "
+        "finished and did nothing",
+        recovery_seconds=recovered,
+        rows_lost=lost,
+        rows_doubled=doubled,
+    )
+
+
+def test_warm_shutdown_finishes_running_zips_and_leaves_the_rest_queued(
+    stack: Stack, start_worker: Callable[..., Worker]
+) -> None:
+    url = stack.database_url
+    make_raw_table(url, zips=6, rows_per_zip=5)
+    draining = start_worker(concurrency=2, name="draining@%h", ETL_TEST_SLEEP="3")
+    run_id = enqueue(stack.env, "--all-zips", "--transform", SLOW)
+    wait_until(lambda: len(rows_in_state(url, run_id, "started")) == 2, what="two running zips")
+    running = set(rows_in_state(url, run_id, "started"))
+
+    draining.process.send_signal(signal.SIGTERM)  # as a scale-in or a deploy does
+    stopping = time.monotonic()
+    draining.process.wait(60)
+    shutdown = time.monotonic() - stopping
+
+    rows = audit_rows(url, run_id)
+    for key in running:
+        assert rows[key]["state"] == "finished"  # finished, not abandoned
+        assert str(rows[key]["worker"]).startswith("draining@")
+    waiting = [k for k, r in rows.items() if r["state"] != "finished"]
+    assert waiting and all(rows[k]["state"] == "queued" for k in waiting)
+    assert "Warm shutdown" in draining.log()
+
+    start_worker(concurrency=2, name="next@%h", ETL_TEST_SLEEP="0")
+    wait_for_run_end(url, run_id)
+    rows = audit_rows(url, run_id)
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    assert {r["attempts"] for r in rows.values()} == {1}  # nothing was started twice
+    assert {str(rows[k]["worker"]).split("@")[0] for k in waiting} == {"next"}
+    lost, doubled = table_difference(url, "raw_companies", "clean_companies")
+    assert (lost, doubled) == (0, 0)
+    record(
+        "warm shutdown (SIGTERM) mid-run",
+        "SIGTERM to the worker while 2 zips run",
+        f"stopped taking work, finished its 2 running zips (shutdown took {shutdown:.1f} s), "
+        "left the rest queued in Redis; a new worker ran them; every zip attempted once",
+        rows_lost=lost,
+        rows_doubled=doubled,
+    )
+
+
+def test_a_zip_over_the_memory_ceiling_or_killed_every_time_fails_clearly_without_a_loop(
+    stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    url = stack.database_url
+    make_raw_table(url, zips=4, rows_per_zip=5)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO raw_companies (id, zip_code, company_name, notes) "
+            "SELECT 100000 + g, '99999', 'Big Co ' || g, repeat('x', 200) "
+            "FROM generate_series(1, 2000) g"
+        )
+    oom = tmp_path / "oom-zips.txt"
+    oom.write_text("00001\n")  # its transform SIGKILLs its own process, every time
+    worker = start_worker(
+        concurrency=2,
+        ETL_MEMORY_CEILING="64KiB",
+        ETL_MAX_ATTEMPTS="3",
+        ETL_TEST_KILL_FILE=str(oom),
+        ETL_TEST_SLEEP="0",
+    )
+
+    producer, run_id = start_enqueue_and_wait(
+        stack.env, "--all-zips", "--transform", "tests.support.transforms:killed_on_marked_zips"
+    )
+
+    assert producer.wait(180) == 1  # the run ended, with failures
+    rows = audit_rows(url, run_id)
+    big, killed = rows.pop("99999"), rows.pop("00001")
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    assert big["state"] == "failed" and big["attempts"] == 1
+    assert big["error"] == (
+        "partition '99999' (2,000 rows) is larger than the memory ceiling of 65,536 bytes "
+        "(ETL_MEMORY_CEILING) — raise the ceiling on bigger workers, or split big partitions"
+    )
+    assert killed["state"] == "failed" and killed["attempts"] == 3
+    assert "partition '00001' (5 rows): gave up after 3 attempts" in str(killed["error"])
+    assert "etl-enqueue --resume " + run_id in str(killed["error"])
+    # Three deliveries died with their process; the fourth found the budget spent and failed
+    # the zip at once, without waiting out the dead process's lease.
+    assert worker.log().count("WorkerLostError('Worker exited prematurely: signal 9") == 3
+    assert "partition '00001': leased by" not in worker.log()
+    expected = (
+        "(SELECT * FROM raw_companies WHERE zip_code NOT IN ('99999', '00001') "
+        "OR zip_code IS NULL) AS expected"
+    )
+    lost, doubled = table_difference(url, expected, "clean_companies")
+    assert (lost, doubled) == (0, 0)  # and nothing at all of the two failed zips
+    record(
+        "partition over the memory ceiling",
+        "2,000-row zip with ETL_MEMORY_CEILING=64KiB",
+        "failed on its first attempt, audit error names the zip, its row count and the "
+        "ceiling; the run finished every other zip",
+        rows_lost=lost,
+        rows_doubled=doubled,
+    )
+    record(
+        "pool process OOM-killed every time",
+        "transform SIGKILLs its own process on one zip, ETL_MAX_ATTEMPTS=3",
+        "requeued after each kill, then failed after exactly 3 attempts (4th delivery), "
+        "error names the zip, rows and ceiling and says how to resume; no endless loop",
+        rows_lost=lost,
+        rows_doubled=doubled,
+    )
