@@ -171,6 +171,12 @@ def table_exists(conn: psycopg.Connection, table: TableName) -> bool:
     return row is not None and row[0] is not None
 
 
+def schema_exists(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT to_regnamespace(%s)", (sql.Identifier(name).as_string(conn),))
+    value = row.fetchone()
+    return value is not None and value[0] is not None
+
+
 def find_column(columns: list[Column], name: str, table: TableName) -> Column:
     for column in columns:
         if column.name == name:

@@ -30,13 +30,15 @@ from etl_worker.db import (
     adbc_connect,
     connect,
     create_partition_index,
+    database_label,
     find_column,
     first_line,
     has_index_on,
+    schema_exists,
     table_columns,
     table_exists,
 )
-from etl_worker.errors import EtlError, SchemaMismatch, ServiceUnavailable
+from etl_worker.errors import EtlError, SchemaMismatch, ServiceUnavailable, TableNotFound
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
 from etl_worker.splits import Split, plan_splits, rows_per_partition, split_column
@@ -220,8 +222,13 @@ def prepare(
     """Validate the raw table and partition column, and index the column when asked.
     Returns the raw columns, the partition column and warnings."""
     raw = TableName.parse(settings.raw_table)
-    TableName.parse(settings.target_table)
+    target = TableName.parse(settings.target_table)
     raw_columns = table_columns(conn, raw)
+    if target.schema is not None and not schema_exists(conn, target.schema):
+        raise TableNotFound(
+            f'schema "{target.schema}" of target table "{target}" not found in database '
+            f'"{database_label(conn)}" — create the schema, or check --target-table'
+        )
     column = find_column(raw_columns, settings.partition_column, raw)
     warnings = []
     if not has_index_on(conn, raw, column.name):
