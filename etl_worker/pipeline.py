@@ -216,7 +216,12 @@ def _record_failure(
         ctx.reset_connections()
         if retries < settings.max_retries:
             countdown = backoff(retries, settings.retry_backoff_base, settings.retry_backoff_max)
-            _safe(lambda: ctx.audit.mark_retrying(part_id, f"{error} (retry in {countdown:.0f}s)"))
+            # Recording the retry also gives the lease back, so the next delivery starts at
+            # once instead of deferring to this attempt's lease. The database may be coming
+            # back from a restart: try for a few seconds (unrecorded, the next delivery
+            # waits out the lease, ETL_LEASE_SECONDS at most).
+            note = f"{error} (retry in {countdown:.0f}s)"
+            _safe(lambda: ctx.audit.mark_retrying(part_id, note), tries=5, reset=ctx)
             raise RetryLater(Outcome("retry", part_id, str(error), countdown=countdown)) from exc
         error = PermanentPartitionError(
             f"partition {key.label}: still failing after {retries} retries: {error}"
@@ -233,13 +238,19 @@ def _record_failure(
         raise error from exc
 
 
-def _safe(action: Any) -> Any:
-    """Run an audit write that must not hide the error being reported."""
-    try:
-        return action()
-    except Exception as exc:
-        log.warning("audit write failed: %s", first_line(exc))
-        return None
+def _safe(action: Any, *, tries: int = 1, reset: WorkerContext | None = None) -> Any:
+    """Run an audit write that must not hide the error being reported; with `tries` > 1,
+    try again after 0.5, 1, 2... s on a fresh connection (`reset`'s)."""
+    for attempt in range(tries):
+        try:
+            return action()
+        except Exception as exc:
+            log.warning("audit write failed: %s", first_line(exc))
+            if attempt + 1 < tries:
+                if reset is not None:
+                    reset.reset_connections()
+                time.sleep(0.5 * 2**attempt)
+    return None
 
 
 def _is_soft_time_limit(exc: BaseException) -> bool:
