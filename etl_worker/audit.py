@@ -258,8 +258,9 @@ class Audit:
             self._q("mark_failed"), {"part_id": part_id, "error": error, "rows_read": rows_read}
         )
 
-    def release_lease(self, part_id: int, owner: str) -> None:
-        self.conn.execute(self._q("release_lease"), {"part_id": part_id, "owner": owner})
+    def expire_lease(self, part_id: int, owner: str) -> None:
+        """End an attempt that has no outcome: the partition is free to claim (or sweep)."""
+        self.conn.execute(self._q("expire_lease"), {"part_id": part_id, "owner": owner})
 
     def finished_sql(self, part_id: int, stats: dict[str, Any]) -> str:
         """The `mark_finished` statement with its values bound, to run inside the data

@@ -145,9 +145,10 @@ def run_partition(
         _record_failure(ctx, run_id, part_id, key, claim.retries, exc)
         raise
     except BaseException:
-        # Shutdown (SystemExit) or termination mid-partition: not the partition's fault.
-        # Give the lease back so the redelivered message can start at once.
-        _safe(lambda: ctx.audit.release_lease(part_id, owner))
+        # Shutdown (SystemExit), or cancelled after the broker connection was lost: not the
+        # partition's fault. End the lease now: a redelivered message starts at once, and
+        # a message Redis keeps unacked until its visibility timeout is swept back sooner.
+        _safe(lambda: ctx.audit.expire_lease(part_id, owner))
         raise
     finally:
         ctx.heartbeat.unwatch()

@@ -35,13 +35,13 @@ RETURNING part_id, part_key, task_id, split_lo, split_hi;
 
 -- name: requeue_expired_leases
 -- The sweeper's fast path: an attempt whose lease ran out was not renewed by its heartbeat,
--- so its worker is dead (node terminated, process killed). Send the partition again with a
+-- so its worker is dead (node terminated, process killed) or gave the attempt up. Send the partition again with a
 -- fresh task id; `attempts` is kept, so a partition that kills its node every time still
 -- ends `failed` after ETL_MAX_ATTEMPTS.
 UPDATE {schema}.partitions p
 SET state = 'queued', task_id = gen_random_uuid()::text, lease_owner = NULL,
     lease_expires_at = NULL, queued_at = now(), requeues = p.requeues + 1,
-    requeue_reason = format('lease of %%s (worker %%s) expired at %%s without a heartbeat',
+    requeue_reason = format('lease of %%s (worker %%s) ran out at %%s with no outcome',
                             p.lease_owner, p.worker, p.lease_expires_at)
 WHERE p.state = 'started' AND p.lease_expires_at < now()
   AND (%(run_id)s::text IS NULL OR p.run_id = %(run_id)s::text)
@@ -128,10 +128,13 @@ SET state = 'failed', finished_at = now(), lease_owner = NULL, lease_expires_at 
     error = %(error)s, rows_read = coalesce(%(rows_read)s, rows_read)
 WHERE part_id = %(part_id)s AND state <> 'finished';
 
--- name: release_lease
--- A delivery that gives up its claim without an outcome (warm shutdown, deferral).
+-- name: expire_lease
+-- An attempt that ends without an outcome (cold shutdown, cancelled after a broker
+-- connection loss): its lease runs out now. A redelivered message claims the partition at
+-- once; if none comes (the message is parked in Redis's unacked set until the visibility
+-- timeout), the sweeper's expired-lease path sends it again.
 UPDATE {schema}.partitions
-SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL
+SET lease_expires_at = now()
 WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started';
 
 -- name: run_partitions
