@@ -15,13 +15,7 @@ import redis
 from tests.support.cli import run_cli
 from tests.support.data import audit_rows, make_raw_table, table_difference
 from tests.support.reliability import record
-from tests.support.runs import (
-    SLOW,
-    enqueue,
-    rows_in_state,
-    start_enqueue_and_wait,
-    wait_for_run_end,
-)
+from tests.support.runs import SLOW, WaitingProducer, enqueue, rows_in_state, wait_for_run_end
 from tests.support.servers import RedisServer
 from tests.support.services import Stack, Worker, wait_until
 
@@ -63,29 +57,34 @@ def mid_run(url: str, run_id: str) -> bool:
 
 
 def test_redis_restart_with_persistence_loses_no_queued_zip(
-    stack: Stack, start_worker: Callable[..., Worker], redis_server: Callable[..., RedisServer]
+    stack: Stack,
+    start_worker: Callable[..., Worker],
+    redis_server: Callable[..., RedisServer],
+    enqueue_and_wait: Callable[..., WaitingProducer],
 ) -> None:
     url = stack.database_url
     make_raw_table(url, zips=10, rows_per_zip=5)
     redis = redis_server(persistent=True)
-    env = stack.env | SHORT_TIMINGS | {"ETL_BROKER_URL": redis.url, "ETL_TEST_SLEEP": "1"}
+    env = SHORT_TIMINGS | {"ETL_BROKER_URL": redis.url, "ETL_TEST_SLEEP": "1"}
     worker = start_worker(concurrency=2, **env)
-    producer, run_id = start_enqueue_and_wait(env, "--all-zips", "--transform", SLOW)
+    producer = enqueue_and_wait("--all-zips", "--transform", SLOW, **env)
+    run_id = producer.run_id
     wait_until(lambda: mid_run(url, run_id), timeout=120, what="the run to be under way")
     running = set(rows_in_state(url, run_id, "started"))
 
     redis.restart()  # SIGKILL, then start again on the same port and append-only file
     restarted = time.monotonic()
 
-    assert producer.wait(180) == 0, producer.stderr.read() if producer.stderr else ""
+    assert producer.wait(180) == 0, producer.stderr()
     recovered = time.monotonic() - restarted
     rows = audit_rows(url, run_id)
     assert {r["state"] for r in rows.values()} == {"finished"}
-    # Running zips were cancelled on the connection loss and ended their lease; their
-    # messages sat in the (persisted) unacked set, so the sweeper sent them again rather
-    # than waiting for the visibility timeout. Every other zip kept its message in Redis.
+    # Running zips were cancelled on the connection loss and ended their lease. Their
+    # messages came back either at once (the worker restored its unacked messages to the
+    # restarted Redis) or, left in the persisted unacked set, were sent again by the sweeper
+    # instead of waiting for the visibility timeout. No other zip needed sending again.
     swept = {k for k, r in rows.items() if r["requeues"]}
-    assert swept and swept <= running
+    assert swept <= running
     assert all("with no outcome" in str(rows[k]["requeue_reason"]) for k in swept)
     lost, doubled = table_difference(url, "raw_companies", "clean_companies")
     assert (lost, doubled) == (0, 0)
@@ -93,9 +92,9 @@ def test_redis_restart_with_persistence_loses_no_queued_zip(
     record(
         "Redis restarts mid-run, with persistence",
         "SIGKILL redis-server (appendonly yes, appendfsync always), start it again",
-        f"worker and waiting producer reconnected; the {len(running)} running zips were "
-        f"cancelled and ended their lease, {len(swept)} re-sent by the sweeper before Redis "
-        "redelivered them; no queued zip lost",
+        f"worker and waiting producer reconnected; the {len(running)} running zip(s) were "
+        f"cancelled and ended their lease; {len(swept)} of them re-sent by the sweeper, the "
+        "others restored by the worker at reconnect; no queued zip lost",
         recovery_seconds=recovered,
         rows_lost=lost,
         rows_doubled=doubled,

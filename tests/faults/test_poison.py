@@ -13,7 +13,7 @@ import pytest
 from tests.support.cli import run_cli
 from tests.support.data import audit_rows, make_raw_table, table_difference
 from tests.support.reliability import record
-from tests.support.runs import IDENTITY, enqueue, start_enqueue_and_wait, wait_for_run_end
+from tests.support.runs import IDENTITY, WaitingProducer, enqueue, wait_for_run_end
 from tests.support.services import Stack, Worker
 
 pytestmark = pytest.mark.faults
@@ -29,7 +29,10 @@ def snapshot(url: str, zips: list[str]) -> list[tuple[object, ...]]:
 
 
 def test_poison_zips_fail_alone_keep_their_previous_rows_and_resume_retries_just_them(
-    stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path
+    stack: Stack,
+    start_worker: Callable[..., Worker],
+    enqueue_and_wait: Callable[..., WaitingProducer],
+    tmp_path: Path,
 ) -> None:
     url = stack.database_url
     make_raw_table(url, zips=6, rows_per_zip=5)
@@ -50,9 +53,9 @@ def test_poison_zips_fail_alone_keep_their_previous_rows_and_resume_retries_just
         )
         conn.execute("UPDATE raw_companies SET employees = -1 WHERE id = (SELECT min(id) "
                      "FROM raw_companies WHERE zip_code = '00003')")  # fmt: skip
-    producer, run_id = start_enqueue_and_wait(stack.env, "--all-zips", "--transform", POISON)
-    assert producer.wait(120) == 1  # --wait exits 1: some zips failed
-    out = producer.stdout.read() if producer.stdout else ""
+    producer = enqueue_and_wait("--all-zips", "--transform", POISON)
+    assert producer.wait(120) == 1, producer.stderr()  # --wait exits 1: some zips failed
+    run_id, out = producer.run_id, producer.stdout()
 
     rows = audit_rows(url, run_id)
     raised, refused = rows.pop("00002"), rows.pop("00003")

@@ -18,13 +18,7 @@ import pytest
 
 from tests.support.data import audit_rows, make_raw_table, table_difference
 from tests.support.reliability import record
-from tests.support.runs import (
-    SLOW,
-    enqueue,
-    rows_in_state,
-    start_enqueue_and_wait,
-    wait_for_run_end,
-)
+from tests.support.runs import SLOW, WaitingProducer, enqueue, rows_in_state, wait_for_run_end
 from tests.support.services import Stack, Worker, wait_until
 
 pytestmark = pytest.mark.faults
@@ -88,7 +82,9 @@ DEAD_NODE_TIMINGS = {
 
 
 def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_changes_nothing(
-    stack: Stack, start_worker: Callable[..., Worker]
+    stack: Stack,
+    start_worker: Callable[..., Worker],
+    enqueue_and_wait: Callable[..., WaitingProducer],
 ) -> None:
     url = stack.database_url
     make_raw_table(url, zips=10, rows_per_zip=5)
@@ -96,7 +92,8 @@ def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_chang
     survivor = start_worker(concurrency=1, name="survivor@%h", **env)
     victim = start_worker(concurrency=2, name="victim@%h", **env)
     # The waiting producer is the only sweeper here: no other process recovers the zips.
-    producer, run_id = start_enqueue_and_wait(stack.env | env, "--all-zips", "--transform", SLOW)
+    producer = enqueue_and_wait("--all-zips", "--transform", SLOW, **env)
+    run_id = producer.run_id
 
     def victim_busy() -> dict[str | None, dict[str, object]] | None:
         rows = audit_rows(url, run_id)
@@ -128,7 +125,7 @@ def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_chang
         what="the dead node's zips to finish elsewhere",
     )
     recovered = time.monotonic() - killed
-    assert producer.wait(120) == 0, producer.stderr.read() if producer.stderr else ""
+    assert producer.wait(120) == 0, producer.stderr()
 
     rows = audit_rows(url, run_id)
     assert {r["state"] for r in rows.values()} == {"finished"}
@@ -137,7 +134,7 @@ def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_chang
     for key in in_flight:
         assert str(rows[key]["worker"]).startswith("survivor@")
         assert rows[key]["requeues"] == 1
-        assert "expired" in str(rows[key]["requeue_reason"])
+        assert "with no outcome" in str(rows[key]["requeue_reason"])
         assert rows[key]["task_id"] != in_flight[key]["task_id"]  # a fresh message
     assert table_difference(url, "raw_companies", "clean_companies") == (0, 0)
 
@@ -210,7 +207,10 @@ def test_warm_shutdown_finishes_running_zips_and_leaves_the_rest_queued(
 
 
 def test_a_zip_over_the_memory_ceiling_or_killed_every_time_fails_clearly_without_a_loop(
-    stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path
+    stack: Stack,
+    start_worker: Callable[..., Worker],
+    enqueue_and_wait: Callable[..., WaitingProducer],
+    tmp_path: Path,
 ) -> None:
     url = stack.database_url
     make_raw_table(url, zips=4, rows_per_zip=5)
@@ -230,11 +230,12 @@ def test_a_zip_over_the_memory_ceiling_or_killed_every_time_fails_clearly_withou
         ETL_TEST_SLEEP="0",
     )
 
-    producer, run_id = start_enqueue_and_wait(
-        stack.env, "--all-zips", "--transform", "tests.support.transforms:killed_on_marked_zips"
+    producer = enqueue_and_wait(
+        "--all-zips", "--transform", "tests.support.transforms:killed_on_marked_zips"
     )
 
-    assert producer.wait(180) == 1  # the run ended, with failures
+    assert producer.wait(180) == 1, producer.stderr()  # the run ended, with failures
+    run_id = producer.run_id
     rows = audit_rows(url, run_id)
     big, killed = rows.pop("99999"), rows.pop("00001")
     assert {r["state"] for r in rows.values()} == {"finished"}

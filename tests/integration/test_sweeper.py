@@ -47,7 +47,7 @@ def test_etl_sweep_re_enqueues_a_zip_whose_lease_expired_with_a_fresh_task_id(
     row = after["00001"]
     assert row["state"] == "queued" and row["requeues"] == 1 and row["lease_owner"] is None
     assert row["attempts"] == 1  # the dead attempt still counts against ETL_MAX_ATTEMPTS
-    assert "lease of box:4242:abc (worker gone@box) expired at" in str(row["requeue_reason"])
+    assert "lease of box:4242:abc (worker gone@box) ran out at" in str(row["requeue_reason"])
     assert row["task_id"] != before["00001"]["task_id"]
     assert row["task_id"] in in_broker(stack)
     assert all(after[k]["task_id"] == before[k]["task_id"] for k in after if k != "00001")

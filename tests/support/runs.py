@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import psycopg
 
@@ -23,19 +24,45 @@ def enqueue(env: Mapping[str, str], *args: str, check: bool = True) -> str:
     return result.stdout.splitlines()[0]
 
 
-def start_enqueue_and_wait(env: Mapping[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
-    """`etl-enqueue ARGS --wait` in the background (it sweeps while it waits); returns the
-    process and the run id it printed."""
-    process = subprocess.Popen(
-        [str(command_path("etl-enqueue")), *args, "--wait"],
-        env=dict(env),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip()
+class WaitingProducer:
+    """`etl-enqueue ARGS --wait` running in the background (it sweeps while it waits). Its
+    stderr (progress, sweep reports) goes to a file: a pipe nobody reads would fill up and
+    stall it."""
+
+    def __init__(self, env: Mapping[str, str], args: tuple[str, ...], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [str(command_path("etl-enqueue")), *args, "--wait"],
+            env=dict(env),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.run_id = self.process.stdout.readline().strip()
+
+    def wait(self, timeout: float) -> int:
+        """Its exit code; fails the test (with its stderr) when it does not end in time."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"etl-enqueue --wait still running:\n{self.stderr()}") from None
+
+    def stdout(self) -> str:
+        return self.process.stdout.read() if self.process.stdout else ""
+
+    def stderr(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if self.process.stdout:
+            self.process.stdout.close()
+        self._log.close()
 
 
 def rows_in_state(url: str, run_id: str, *states: str) -> dict[str | None, dict[str, object]]:
