@@ -13,8 +13,8 @@ from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.progress import wait_for_run
 from etl_worker.status import format_status
-from etl_worker.verify import format_diff
 from etl_worker.sweeper import PeriodicSweep, SweepResult
+from etl_worker.verify import format_diff
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,9 +18,9 @@ from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import WorkerContext
 from etl_worker.extract import PartitionKey
-from tests.support.data import audit_rows, make_raw_table, table_difference
-from tests.support.reliability import record
-from tests.support.runs import SLOW, enqueue, rows_in_state
+from tests.support.data import audit_rows, make_raw_table
+from tests.support.reliability import exactly_once
+from tests.support.runs import SLOW, rows_in_state, start_run
 from tests.support.services import Stack, Worker, wait_until
 
 pytestmark = pytest.mark.faults
@@ -32,7 +32,7 @@ def test_a_second_message_for_a_running_zip_waits_for_it_and_then_does_nothing(
     url = stack.database_url
     make_raw_table(url, zips=2, rows_per_zip=5)
     worker = start_worker(concurrency=2, ETL_TEST_SLEEP="3", ETL_LEASE_SECONDS="4")
-    run_id = enqueue(stack.env, "--zips", "00001", "--transform", SLOW)
+    run_id = start_run(stack.env, "--zips", "00001", "--transform", SLOW)
     running = wait_until(lambda: rows_in_state(url, run_id, "started"), what="the zip to start")
     part_id = _part_id(url, run_id, "00001")
     assert running
@@ -60,16 +60,14 @@ def test_a_second_message_for_a_running_zip_waits_for_it_and_then_does_nothing(
     row = audit_rows(url, run_id)["00001"]
     assert row["state"] == "finished" and row["attempts"] == 1
     expected = "(SELECT * FROM raw_companies WHERE zip_code = '00001') AS expected"
-    lost, doubled = table_difference(url, expected, "clean_companies")
-    assert (lost, doubled) == (0, 0)
-    record(
+    exactly_once(
+        url,
         "the same zip delivered twice at once (message)",
         "a second message for a running zip's partition, published mid-task",
         "the second delivery saw the live lease, deferred until it would have lapsed, then "
         "found the zip finished and did nothing (attempts=1)",
         recovery_seconds=settled,
-        rows_lost=lost,
-        rows_doubled=doubled,
+        expected=expected,
     )
 
 
@@ -111,16 +109,14 @@ def test_two_deliveries_past_the_claim_at_once_write_one_copy(
     row = audit_rows(url, run.run_id)["00001"]
     assert row["state"] == "finished" and row["attempts"] == 2
     expected = "(SELECT * FROM raw_companies WHERE zip_code = '00001') AS expected"
-    lost, doubled = table_difference(url, expected, "clean_companies")
-    assert (lost, doubled) == (0, 0)
-    record(
+    exactly_once(
+        url,
         "the same zip delivered twice at once (both running)",
         "two pipeline.run_partition calls on one zip, the second claiming after the first's "
         "lease expired mid-transform",
         "both transformed; the writes serialized on the advisory lock and the second found "
         "the zip finished under it and wrote nothing",
-        rows_lost=lost,
-        rows_doubled=doubled,
+        expected=expected,
     )
 
 

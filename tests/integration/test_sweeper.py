@@ -11,9 +11,9 @@ import redis
 from etl_worker.celery_app import make_app
 from etl_worker.config import Settings
 from etl_worker.sweeper import broker_task_ids
-from tests.support.cli import run_cli
+from tests.support.cli import IDENTITY, run_cli
 from tests.support.data import audit_rows, make_raw_table
-from tests.support.runs import IDENTITY, enqueue
+from tests.support.runs import start_run
 from tests.support.services import Stack
 
 
@@ -26,7 +26,7 @@ def test_etl_sweep_re_enqueues_a_zip_whose_lease_expired_with_a_fresh_task_id(
 ) -> None:
     url = stack.database_url
     make_raw_table(url, zips=3, rows_per_zip=2)
-    run_id = enqueue(stack.env, "--all-zips", "--transform", IDENTITY)
+    run_id = start_run(stack.env, "--all-zips", "--transform", IDENTITY)
     with psycopg.connect(url, autocommit=True) as conn:  # a worker died holding zip 00001
         conn.execute(
             "UPDATE etl.partitions SET state = 'started', attempts = 1, worker = 'gone@box', "
@@ -64,7 +64,7 @@ def test_etl_sweep_re_enqueues_exactly_the_zips_whose_message_vanished(stack: St
         "ETL_RETRY_BACKOFF_MAX": "2",
         "ETL_SWEEP_AFTER": "60",
     }
-    run_id = enqueue(env, "--all-zips", "--transform", IDENTITY)
+    run_id = start_run(env, "--all-zips", "--transform", IDENTITY)
     before = audit_rows(url, run_id)
     client = redis.Redis.from_url(stack.broker_url)
     queue, unacked = stack.prefix + stack.queue, stack.prefix + "unacked"
@@ -96,7 +96,7 @@ def test_etl_sweep_re_enqueues_exactly_the_zips_whose_message_vanished(stack: St
 
 def test_etl_sweep_names_an_unknown_run_and_watch_ends_with_the_run(stack: Stack) -> None:
     make_raw_table(stack.database_url, zips=1, rows_per_zip=1)
-    run_id = enqueue(stack.env, "--all-zips", "--transform", IDENTITY)
+    run_id = start_run(stack.env, "--all-zips", "--transform", IDENTITY)
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
         conn.execute("UPDATE etl.partitions SET state = 'finished' WHERE run_id = %s", (run_id,))
 

@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from tests.support.data import table_difference
+
 ENV = "ETL_RELIABILITY_REPORT"
 
 
@@ -43,6 +45,30 @@ def record(
     }
     with open(path, "a") as out:
         out.write(json.dumps(row) + "\n")
+
+
+def exactly_once(
+    url: str,
+    fault: str,
+    injected: str,
+    behaviour: str,
+    *,
+    recovery_seconds: float | None = None,
+    expected: str = "raw_companies",
+) -> tuple[int, int]:
+    """Assert the target holds every `expected` row exactly once (EXCEPT ALL both ways),
+    then record the fault with the rows lost and doubled as measured. Returns them."""
+    lost, doubled = table_difference(url, expected, "clean_companies")
+    assert (lost, doubled) == (0, 0), f"{lost} row(s) lost, {doubled} row(s) doubled"
+    record(
+        fault,
+        injected,
+        behaviour,
+        rows_lost=lost,
+        rows_doubled=doubled,
+        recovery_seconds=recovery_seconds,
+    )
+    return lost, doubled
 
 
 def render(rows: list[dict[str, object]]) -> str:

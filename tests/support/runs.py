@@ -14,14 +14,12 @@ from tests.support.cli import REPO, command_path, run_cli
 from tests.support.data import audit_rows
 from tests.support.services import wait_until
 
-IDENTITY = "etl_worker.transforms:identity"
 SLOW = "tests.support.transforms:slow_identity"
 
 
-def enqueue(env: Mapping[str, str], *args: str, check: bool = True) -> str:
-    """`etl-enqueue ARGS` (without --wait); returns the run id."""
-    result = run_cli("etl-enqueue", *args, env=env, check=check)
-    return result.stdout.splitlines()[0]
+def start_run(env: Mapping[str, str], *args: str) -> str:
+    """`etl-enqueue ARGS` (without --wait) in the environment `env`; returns the run id."""
+    return run_cli("etl-enqueue", *args, env=env, check=True).stdout.splitlines()[0]
 
 
 class WaitingProducer:

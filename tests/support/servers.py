@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from etl_worker.embedded import free_port
+from etl_worker.embedded import free_port, redis_answers
 from tests.support.services import wait_until
 
 
@@ -66,17 +66,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(self._answers, timeout=20, what=f"redis-server on port {self.port}")
-
-    def _answers(self) -> bool:
-        try:
-            client = self.client()
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except (redis.RedisError, OSError):
-            return False
+        wait_until(lambda: redis_answers(self.url), timeout=20, what=f"redis-server on {self.port}")
 
     def crash(self) -> None:
         """SIGKILL, as when the broker's machine dies: only what is on disk survives."""
