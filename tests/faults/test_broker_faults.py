@@ -93,8 +93,9 @@ def test_redis_restart_with_persistence_loses_no_queued_zip(
         "Redis restarts mid-run, with persistence",
         "SIGKILL redis-server (appendonly yes, appendfsync always), start it again",
         f"worker and waiting producer reconnected; the {len(running)} running zip(s) were "
-        f"cancelled and ended their lease; {len(swept)} of them re-sent by the sweeper, the "
-        "others restored by the worker at reconnect; no queued zip lost",
+        f"cancelled and ended their lease: {len(swept)} re-sent by the sweeper, "
+        f"{len(running) - len(swept)} restored by the worker on reconnecting; no queued zip "
+        "lost",
         recovery_seconds=recovered,
     )
 
