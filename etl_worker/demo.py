@@ -17,9 +17,9 @@ import click
 from etl_worker import producer
 from etl_worker.config import Settings, redact_url
 from etl_worker.embedded import EmbeddedServices, ensure_postgres, ensure_redis
-from etl_worker.progress import wait_for_run
 from etl_worker.seed import seed_raw_table
 from etl_worker.status import RunStatus, format_status
+from etl_worker.sweeper import wait_and_sweep
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> RunStatus:
             result = producer.enqueue_run(settings)
             click.echo(result.run_id)
             say(f"enqueued {result.partitions:,} partitions in {result.seconds:.2f}s")
-            status = wait_for_run(settings, result.run_id)
+            status = wait_and_sweep(settings, result.run_id)
             say("stopping the worker (warm shutdown)")
         click.echo(format_status(status))
         return status

@@ -340,7 +340,9 @@ def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) ->
     tables and transform (whatever the current settings say)."""
     with connect(settings.database_url) as conn:
         audit = Audit(conn, settings.audit_schema)
-        audit.get_run(run_id)  # RunNotFound with a clear message
+        spec = audit.get_run(run_id)  # RunNotFound with a clear message
+        # The run's own queue: the workers serving it listen there, whatever ETL_QUEUE is now.
+        settings = settings.replace(queue=run_queue(spec, settings))
         app = app or make_app(settings)
         check_broker(app, settings)
         parts = audit.requeue_unfinished(run_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 import click
@@ -11,9 +10,8 @@ import click
 from etl_worker import defaults, producer, testmode
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
-from etl_worker.progress import wait_for_run
 from etl_worker.status import format_status
-from etl_worker.sweeper import PeriodicSweep, SweepResult
+from etl_worker.sweeper import wait_and_sweep
 from etl_worker.verify import format_diff
 
 
@@ -146,10 +144,7 @@ def main(
     )
     if not (wait or comparison):
         return
-    # While it waits, the producer also sweeps: a dead worker's partitions of this run come
-    # back within ETL_LEASE_SECONDS + ETL_SWEEP_INTERVAL, with no other process running.
-    sweep = PeriodicSweep(settings, result.run_id, report=_log_sweep)
-    status = wait_for_run(settings, result.run_id, show=sys.stderr.isatty() or True, on_poll=sweep)
+    status = wait_and_sweep(settings, result.run_id)
     click.echo(json.dumps(status.as_json(), default=str) if as_json else format_status(status))
     failed = status.failed > 0
     if comparison is not None:
@@ -158,8 +153,3 @@ def main(
         failed = failed or not diff.matches
     if failed:
         sys.exit(1)
-
-
-def _log_sweep(result: SweepResult) -> None:
-    for line in result.lines():
-        logging.getLogger("etl_worker.sweeper").warning("%s", line)
