@@ -139,6 +139,7 @@ def run_partition(
 
     ctx.heartbeat.watch(part_id, owner)
     memory.reset_peak()
+    rss_before = memory.current_rss()
     try:
         return _process(ctx, ctx.prepared(run_id), part_id, key)
     except Exception as exc:
@@ -152,6 +153,8 @@ def run_partition(
         raise
     finally:
         ctx.heartbeat.unwatch()
+        if memory.peak_rss() - rss_before > memory.RELEASE_AFTER_BYTES:
+            memory.release_free_memory()
 
 
 def _claim(ctx: WorkerContext, run_id: str, part_id: int, task_id: str, owner: str) -> Any:
@@ -365,3 +368,28 @@ def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionK
     finally:
         cur.close()
     return Outcome("finished", part_id, stats=stats)
+
+
+def warm_up() -> None:
+    """Run a small synthetic frame through the frame path (Arrow -> pandas, downcast, cast
+    back), so what pandas and pyarrow load lazily on first use (categoricals, compute
+    kernels) is loaded when the pool process starts. The first partition then costs what
+    the others cost, and a pool process's baseline memory includes its libraries."""
+    from decimal import Decimal
+
+    from etl_worker.db import Column, TableName
+    from etl_worker.frames import SHRINK_MIN_ROWS
+    from etl_worker.load import TargetSchema
+
+    n = 2 * SHRINK_MIN_ROWS
+    table = pa.table(
+        {
+            "i": pa.array(range(n), pa.int64()),
+            "f": pa.array([0.5] * n, pa.float64()),
+            "s": pa.array(["a", "b"] * (n // 2)),
+            "d": pa.array([Decimal("1.25")] * n, pa.decimal128(14, 2)),
+        }
+    )
+    columns = [Column(name, "", "", "", False) for name in table.column_names]
+    small, _, _ = shrink(to_frame(table))
+    to_arrow(small, TargetSchema(TableName("warm_up"), columns, table.schema))

@@ -11,8 +11,9 @@ import logging
 from typing import Any
 
 from celery import Task
+from celery.signals import worker_process_init
 
-from etl_worker import pipeline, sweeper
+from etl_worker import memory, pipeline, sweeper
 from etl_worker.celery_app import SWEEP_TASK_NAME, TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import worker_context
@@ -26,6 +27,12 @@ app = make_app(settings)
 # `celery -A etl_worker flower` loads this module too: give Flower our columns and task
 # formatting (a no-op for workers and producers).
 install_flower_defaults()
+
+
+@worker_process_init.connect
+def _prepare_pool_process(**_: Any) -> None:
+    memory.use_system_allocator()
+    pipeline.warm_up()
 
 
 @app.task(name=TASK_NAME, bind=True, max_retries=None)
