@@ -287,7 +287,9 @@ def make_plan(
 
     sizing = recommend(sizes, measured, machine)
     warnings += [
-        f"partition {_label(s.key)} could not be measured: {s.error}" for s in measured if s.error
+        f"partition {PartitionKey(s.key).label} could not be measured: {s.error}"
+        for s in measured
+        if s.error
     ]
     if sizing is not None:
         warnings += sizing_warnings(sizing, max_connections)
@@ -323,10 +325,6 @@ def sizing_warnings(sizing: Sizing, max_connections: int) -> list[str]:
     return warnings
 
 
-def _label(key: str | None) -> str:
-    return "NULL" if key is None else repr(key)
-
-
 def format_plan(plan: Plan) -> str:
     """The human report `etl-plan` prints."""
     s = plan.sizes
@@ -342,10 +340,12 @@ def format_plan(plan: Plan) -> str:
     ]
     for x in plan.samples:
         if x.error:
-            lines.append(f"  {x.kind:>7} {_label(x.key):>9} {x.rows:>10,} rows  not measured")
+            lines.append(
+                f"  {x.kind:>7} {PartitionKey(x.key).label:>9} {x.rows:>10,} rows  not measured"
+            )
             continue
         lines.append(
-            f"  {x.kind:>7} {_label(x.key):>9} {x.rows:>10,} rows  "
+            f"  {x.kind:>7} {PartitionKey(x.key).label:>9} {x.rows:>10,} rows  "
             f"frame {format_bytes(x.frame_bytes):>10} -> {format_bytes(x.downcast_bytes):>10} "
             f"downcast  process peak {format_bytes(x.peak_rss_bytes):>10}  "
             f"{x.rows / x.seconds:>9,.0f} rows/s"

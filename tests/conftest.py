@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from etl_worker.bench.fleet import delete_redis_prefix
 from tests.support.services import (
     BASE_BROKER_URL,
     Flower,
     Stack,
     Worker,
     create_database,
-    delete_redis_prefix,
     drop_database,
 )
 

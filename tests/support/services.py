@@ -53,16 +53,6 @@ def drop_database(url: str, base_url: str = BASE_DATABASE_URL) -> None:
         )
 
 
-def delete_redis_prefix(broker_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(broker_url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 def wait_until(
     condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.1, what: str = ""
 ) -> object:
