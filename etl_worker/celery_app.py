@@ -14,7 +14,7 @@ from celery import Celery
 from etl_worker.config import Settings
 
 TASK_NAME = "etl.process_partition"
-AUTOSCALER = "etl_worker.autoscale:MemoryAwareAutoscaler"
+AUTOSCALER = "etl_worker.ops.autoscale:MemoryAwareAutoscaler"
 #: The periodic sweep (sweeper.py), scheduled by `celery -A etl_worker beat`.
 SWEEP_TASK_NAME = "etl.sweep"
 
@@ -83,7 +83,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
         # With --autoscale, grow the pool with the backlog but never past what memory holds
-        # for the largest partition measured so far (etl_worker/autoscale.py).
+        # for the largest partition measured so far (etl_worker/ops/autoscale.py).
         "worker_autoscaler": AUTOSCALER,
         # Replace a pool process that holds more than this after a task (Celery counts
         # KiB): pandas and Arrow do not always give freed memory back to the OS.

@@ -116,7 +116,7 @@ class Settings:
     #: Column that pairs a test output row with its truth row; empty means the truth
     #: table's primary key, else `id`.
     key_column: str = field(default="", metadata=_env("KEY_COLUMN"))
-    #: Fleet sizing (etl_worker.autoscale, etl-plan, etl-metrics).
+    #: Fleet sizing (etl_worker.ops.autoscale, etl-plan, etl-metrics).
     process_memory_bytes: int = field(
         default=defaults.PROCESS_MEMORY_BYTES, metadata=_env("PROCESS_MEMORY", parse_bytes)
     )

@@ -52,8 +52,8 @@ from etl_worker.celery_app import make_app
 from etl_worker.config import Settings
 from etl_worker.db import connect, first_line
 from etl_worker.producer import run_queue, send_tasks
-from etl_worker.progress import wait_for_run
-from etl_worker.status import RunStatus, partition_label
+from etl_worker.reporting.progress import wait_for_run
+from etl_worker.reporting.status import RunStatus, partition_label
 
 log = logging.getLogger(__name__)
 

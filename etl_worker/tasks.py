@@ -18,7 +18,7 @@ from etl_worker.celery_app import SWEEP_TASK_NAME, TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import worker_context
 from etl_worker.extract import PartitionKey
-from etl_worker.flower import install_flower_defaults
+from etl_worker.ops.flower import install_flower_defaults
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from psycopg import sql
 
 from etl_worker.config import Settings
 from etl_worker.db import with_database
-from etl_worker.embedded import free_port
+from etl_worker.devtools.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -15,8 +15,8 @@ from etl_worker.db import (
     table_columns,
     table_exists,
 )
-from etl_worker.plan import nearest_rank
-from etl_worker.seed import seed_raw_table
+from etl_worker.devtools.seed import seed_raw_table
+from etl_worker.ops.plan import nearest_rank
 from etl_worker.splits import rows_per_partition
 
 PARTITION_COLUMN = "zip_code"

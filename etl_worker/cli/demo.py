@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
-from etl_worker.demo import DemoOptions, run_demo
+from etl_worker.devtools.demo import DemoOptions, run_demo
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,7 +11,7 @@ from etl_worker.celery_app import make_app
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.errors import EtlError
-from etl_worker.metrics import CloudWatchSink, MetricSink, StdoutSink, read_backlog
+from etl_worker.ops.metrics import CloudWatchSink, MetricSink, StdoutSink, read_backlog
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import click
 from etl_worker.audit import Audit
 from etl_worker.cli.common import handle_errors, load_settings, run_or_latest, setting_options
 from etl_worker.db import connect
-from etl_worker.report import write_report
+from etl_worker.reporting.report import write_report
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,7 +6,7 @@ import click
 
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
-from etl_worker.sample import make_sample
+from etl_worker.reporting.sample import make_sample
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

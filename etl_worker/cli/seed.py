@@ -8,7 +8,7 @@ import click
 
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
-from etl_worker.seed import (
+from etl_worker.devtools.seed import (
     DEFAULT_ROWS,
     DEFAULT_SEED,
     DEFAULT_ZIPS,

@@ -10,7 +10,7 @@ import click
 from etl_worker.audit import Audit
 from etl_worker.cli.common import handle_errors, load_settings, run_or_latest, setting_options
 from etl_worker.db import connect
-from etl_worker.status import format_status, run_status
+from etl_worker.reporting.status import format_status, run_status
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

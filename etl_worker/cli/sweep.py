@@ -11,7 +11,7 @@ from etl_worker.audit import Audit
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import Settings, env_var
 from etl_worker.db import connect
-from etl_worker.status import run_status
+from etl_worker.reporting.status import run_status
 from etl_worker.sweeper import PeriodicSweep, SweepResult, sweep
 
 

@@ -88,7 +88,7 @@ def test_flower_sees_every_task_of_a_run_succeed_behind_basic_auth(
     assert succeeded_events(metrics.body) == 6
 
     # The tasks page (its table is filled from /tasks/datatable) shows each partition's
-    # arguments as one readable line, formatted by etl_worker.flower.format_task.
+    # arguments as one readable line, formatted by etl_worker.ops.flower.format_task.
     table = flower.get(
         "/tasks/datatable?draw=1&start=0&length=50&search%5Bvalue%5D=&"
         "order%5B0%5D%5Bcolumn%5D=0&order%5B0%5D%5Bdir%5D=asc&columns%5B0%5D%5Bdata%5D=name"

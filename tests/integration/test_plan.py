@@ -8,7 +8,7 @@ import json
 import psycopg
 
 from etl_worker.db import TableName, has_index_on
-from etl_worker.seed import seed_raw_table
+from etl_worker.devtools.seed import seed_raw_table
 from tests.support.cli import run_cli
 from tests.support.data import scalar
 

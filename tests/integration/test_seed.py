@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 
 from etl_worker.db import adbc_connect, connect
+from etl_worker.devtools.fake_companies import RAW_SCHEMA, generate_companies
+from etl_worker.devtools.seed import SeedResult, seed_raw_table
 from etl_worker.errors import EtlError
-from etl_worker.fake_companies import RAW_SCHEMA, generate_companies
-from etl_worker.seed import SeedResult, seed_raw_table
 from tests.support.services import BASE_DATABASE_URL, create_database, drop_database, with_database
 
 ROWS, ZIPS = 5_000, 50

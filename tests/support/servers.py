@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from etl_worker.embedded import free_port, redis_answers
+from etl_worker.devtools.embedded import free_port, redis_answers
 from tests.support.services import wait_until
 
 

@@ -25,7 +25,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-from etl_worker.embedded import free_port
+from etl_worker.devtools.embedded import free_port
 
 BASE_DATABASE_URL = os.environ.get(
     "ETL_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

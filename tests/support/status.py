@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from etl_worker.audit import State
-from etl_worker.status import RunStatus
+from etl_worker.reporting.status import RunStatus
 
 #: Overrides for a run with no failed partition.
 NO_FAILURES: dict[str, Any] = {"failures": [], "failures_by_error": {}}

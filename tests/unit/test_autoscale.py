@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from etl_worker.autoscale import memory_cap
 from etl_worker.memory import cgroup_room
+from etl_worker.ops.autoscale import memory_cap
 
 MiB = 2**20
 

@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from etl_worker.errors import ConfigError
-from etl_worker.fake_companies import (
+from etl_worker.devtools.fake_companies import (
     MAX_ZIPS,
     RAW_SCHEMA,
     decimal_from_cents,
     generate_companies,
 )
+from etl_worker.errors import ConfigError
 
 
 def generate(rows: int, zips: int, **options: int) -> pa.Table:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from celery.utils.imports import symbol_by_name
 
-from etl_worker.autoscale import MemoryAwareAutoscaler
 from etl_worker.celery_app import celery_config
 from etl_worker.config import Settings
 from etl_worker.errors import ConfigError
+from etl_worker.ops.autoscale import MemoryAwareAutoscaler
 
 
 def test_fleet_sizes_are_read_from_the_environment_with_units() -> None:

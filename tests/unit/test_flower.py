@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from etl_worker.celery_app import TASK_NAME
-from etl_worker.flower import (
+from etl_worker.ops.flower import (
     MAX_TASKS,
     TASKS_COLUMNS,
     describe_partition,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from etl_worker.errors import ServiceUnavailable
-from etl_worker.metrics import Backlog, CloudWatchSink, StdoutSink, worker_capacity
+from etl_worker.ops.metrics import Backlog, CloudWatchSink, StdoutSink, worker_capacity
 
 
 def test_backlog_per_worker_divides_queued_and_in_flight_by_processes() -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from etl_worker.plan import (
+from etl_worker.ops.plan import (
     HEADROOM,
     MACHINE_RESERVE_BYTES,
     Machine,

@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from etl_worker.charts import bucket_seconds, throughput_series
-from etl_worker.report import render_html
+from etl_worker.reporting.charts import bucket_seconds, throughput_series
+from etl_worker.reporting.report import render_html
 from tests.support.status import NO_FAILURES, make_status, states
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

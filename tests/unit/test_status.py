@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from etl_worker.pipeline import backoff
-from etl_worker.status import _error_kind, format_status, partition_label
+from etl_worker.reporting.status import _error_kind, format_status, partition_label
 from tests.support.status import NO_FAILURES, make_status, states
 
 

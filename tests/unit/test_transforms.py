@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from etl_worker.fake_companies import RAW_SCHEMA, generate_companies
+from etl_worker.devtools.fake_companies import RAW_SCHEMA, generate_companies
 from etl_worker.frames import to_frame as arrow_frame  # what the pipeline hands a transform
 from etl_worker.transforms import clean_companies, identity
 

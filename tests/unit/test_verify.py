@@ -6,9 +6,9 @@ import random
 import re
 
 from etl_worker.config import Settings
-from etl_worker.sample import choose_zips, sample_table_name
-from etl_worker.testmode import output_table_name
-from etl_worker.verify import ColumnDiff, TableDiff, format_diff
+from etl_worker.reporting.sample import choose_zips, sample_table_name
+from etl_worker.reporting.testmode import output_table_name
+from etl_worker.reporting.verify import ColumnDiff, TableDiff, format_diff
 
 ZIPS: list[str | None] = [None, "", *(f"{i:05d}" for i in range(50))]
 

@@ -14,8 +14,8 @@ from etl_worker.config import Settings
 from etl_worker.db import TableName, connect, table_exists
 from etl_worker.errors import ConfigError, TableNotFound
 from etl_worker.producer import create_target
-from etl_worker.sample import drop_scratch_table, mark_scratch_table, sample_table_name
-from etl_worker.verify import TableDiff, choose_key, compare_tables
+from etl_worker.reporting.sample import drop_scratch_table, mark_scratch_table, sample_table_name
+from etl_worker.reporting.verify import TableDiff, choose_key, compare_tables
 
 OUTPUT_SUFFIX = "_test"
 

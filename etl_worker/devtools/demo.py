@@ -16,9 +16,9 @@ import click
 
 from etl_worker import producer
 from etl_worker.config import Settings, redact_url
-from etl_worker.embedded import EmbeddedServices, ensure_postgres, ensure_redis
-from etl_worker.seed import seed_raw_table
-from etl_worker.status import RunStatus, format_status
+from etl_worker.devtools.embedded import EmbeddedServices, ensure_postgres, ensure_redis
+from etl_worker.devtools.seed import seed_raw_table
+from etl_worker.reporting.status import RunStatus, format_status
 from etl_worker.sweeper import wait_and_sweep
 
 

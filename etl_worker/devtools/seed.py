@@ -26,9 +26,9 @@ from etl_worker.db import (
     ensure_database,
     first_line,
 )
+from etl_worker.devtools.fake_companies import RAW_SCHEMA, check_sizes, generate_companies
 from etl_worker.errors import EtlError
-from etl_worker.fake_companies import RAW_SCHEMA, check_sizes, generate_companies
-from etl_worker.progress import row_progress
+from etl_worker.reporting.progress import row_progress
 
 DEFAULT_ROWS = 200_000
 DEFAULT_ZIPS = 1_000

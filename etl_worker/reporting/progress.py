@@ -24,7 +24,7 @@ from rich.progress import (
 from etl_worker.audit import Audit, State
 from etl_worker.config import Settings
 from etl_worker.db import connect
-from etl_worker.status import RunStatus, run_status
+from etl_worker.reporting.status import RunStatus, run_status
 
 
 def wait_for_run(

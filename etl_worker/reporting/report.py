@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from etl_worker import charts
 from etl_worker.audit import Audit
-from etl_worker.status import RunStatus, format_status, run_status
+from etl_worker.reporting import charts
+from etl_worker.reporting.status import RunStatus, format_status, run_status
 
 #: Failed partitions listed one per row; beyond this the groups above the table still
 #: count every one of them.
