@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from etl_worker import defaults
 from etl_worker.errors import ConfigError
+from etl_worker.units import parse_bytes
 
 ENV_PREFIX = "ETL_"
 
@@ -25,22 +25,6 @@ ENV_PREFIX = "ETL_"
 def _env(name: str, parse: Callable[[str], Any] = str) -> Any:
     """Field metadata: which environment variable feeds a setting, and how to parse it."""
     return {"env": ENV_PREFIX + name, "parse": parse}
-
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
-
-
-def parse_bytes(text: str) -> int:
-    """'16GiB' -> 17179869184, '512MB' -> 512000000, '1000' -> 1000."""
-    match = _SIZE.match(text)
-    if not match:
-        raise ConfigError(f"not a size: {text!r} (examples: 512MiB, 16GiB, 1000000)")
-    number, unit = float(match.group(1)), (match.group(2) or "").lower()
-    scale = _UNITS[unit[:1]] if unit[:1] in _UNITS else 1
-    if "i" in unit:
-        scale = 1024 ** {"k": 1, "m": 2, "g": 3, "t": 4}[unit[0]]
-    return int(number * scale)
 
 
 def _parse_bool(text: str) -> bool:

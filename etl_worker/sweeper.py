@@ -52,8 +52,7 @@ from etl_worker.celery_app import make_app
 from etl_worker.config import Settings
 from etl_worker.db import connect, first_line
 from etl_worker.producer import run_queue, send_tasks
-from etl_worker.reporting.progress import wait_for_run
-from etl_worker.reporting.status import RunStatus, partition_label
+from etl_worker.reporting.status import partition_label
 
 log = logging.getLogger(__name__)
 
@@ -252,11 +251,3 @@ class PeriodicSweep:
 def log_sweep(result: SweepResult) -> None:
     for line in result.lines():
         log.warning("%s", line)
-
-
-def wait_and_sweep(settings: Settings, run_id: str, **options: Any) -> RunStatus:
-    """Wait for a run with a progress bar, sweeping it meanwhile: a dead worker's partitions
-    of this run come back within ETL_LEASE_SECONDS + ETL_SWEEP_INTERVAL with no other
-    process running. What `etl-enqueue --wait` and `etl-demo` do."""
-    sweep_run = PeriodicSweep(settings, run_id, report=log_sweep)
-    return wait_for_run(settings, run_id, on_poll=sweep_run, **options)

@@ -31,5 +31,8 @@ def main(
     """Run the whole pipeline once on generated data (falls back to embedded Postgres and
     Redis when none answer at the configured URLs)."""
     settings = load_settings(**overrides)
-    status = run_demo(settings, DemoOptions(rows, zips, seed, processes, Path(state_dir)))
+    options = DemoOptions(rows, zips, seed, processes, Path(state_dir))
+    status = run_demo(
+        settings, options, echo=click.echo, say=lambda text: click.echo(text, err=True)
+    )
     sys.exit(1 if status.failed else 0)

@@ -11,9 +11,9 @@ from etl_worker import defaults, producer
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.reporting import testmode
+from etl_worker.reporting.progress import wait_and_sweep
 from etl_worker.reporting.status import format_status
 from etl_worker.reporting.verify import format_diff
-from etl_worker.sweeper import wait_and_sweep
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

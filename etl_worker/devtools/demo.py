@@ -7,19 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import click
 
 from etl_worker import producer
 from etl_worker.config import Settings, redact_url
 from etl_worker.devtools.embedded import EmbeddedServices, ensure_postgres, ensure_redis
 from etl_worker.devtools.seed import seed_raw_table
+from etl_worker.reporting.progress import wait_and_sweep
 from etl_worker.reporting.status import RunStatus, format_status
-from etl_worker.sweeper import wait_and_sweep
 
 
 @dataclass(frozen=True)
@@ -82,8 +80,16 @@ def local_workers(
                 worker.wait()
 
 
-def run_demo(settings: Settings, options: DemoOptions) -> RunStatus:
-    say = lambda text: click.echo(text, err=True)  # noqa: E731 - progress talk on stderr
+def run_demo(
+    settings: Settings,
+    options: DemoOptions,
+    *,
+    echo: Callable[[str], None] = print,
+    say: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+) -> RunStatus:
+    """Seed, start local workers, run every zip and return the run's status. Results (the
+    run id, the summary) go to `echo`, progress talk to `say` (the CLI passes click's
+    stdout and stderr writers)."""
     services = EmbeddedServices()
     try:
         database_url = ensure_postgres(settings.database_url, services, options.state_dir / "pg")
@@ -108,11 +114,11 @@ def run_demo(settings: Settings, options: DemoOptions) -> RunStatus:
         say(f"starting a worker with {options.processes} processes (log: {log_path})")
         with local_workers(settings, options.processes, log_path):
             result = producer.enqueue_run(settings)
-            click.echo(result.run_id)
+            echo(result.run_id)
             say(f"enqueued {result.partitions:,} partitions in {result.seconds:.2f}s")
             status = wait_and_sweep(settings, result.run_id)
             say("stopping the worker (warm shutdown)")
-        click.echo(format_status(status))
+        echo(format_status(status))
         return status
     finally:
         services.stop()

@@ -41,8 +41,8 @@ from etl_worker.errors import EtlError
 from etl_worker.extract import PartitionKey
 from etl_worker.load import ingest
 from etl_worker.producer import prepare
-from etl_worker.reporting.status import format_bytes, format_duration
 from etl_worker.splits import rows_per_partition
+from etl_worker.units import format_bytes, format_duration
 
 #: How many of the largest partitions are loaded and measured.
 SAMPLES = 3

@@ -1,7 +1,7 @@
 """Live progress bars (rich) on stderr, so stdout keeps only results.
 
-`wait_for_run` follows a run's partitions in the audit table; `row_progress` counts the rows
-of a long load (etl-seed).
+`wait_for_run` follows a run's partitions in the audit table (`wait_and_sweep` sweeps the run
+meanwhile); `row_progress` counts the rows of a long load (etl-seed).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -25,6 +26,7 @@ from etl_worker.audit import Audit, State
 from etl_worker.config import Settings
 from etl_worker.db import connect
 from etl_worker.reporting.status import RunStatus, run_status
+from etl_worker.sweeper import PeriodicSweep, log_sweep
 
 
 def wait_for_run(
@@ -81,6 +83,14 @@ def wait_for_run(
                     on_poll()
                 time.sleep(poll_seconds)
         return run_status(audit, run_id)
+
+
+def wait_and_sweep(settings: Settings, run_id: str, **options: Any) -> RunStatus:
+    """Wait for a run with a progress bar, sweeping it meanwhile: a dead worker's partitions
+    of this run come back within ETL_LEASE_SECONDS + ETL_SWEEP_INTERVAL with no other
+    process running. What `etl-enqueue --wait` and `etl-demo` do."""
+    sweep_run = PeriodicSweep(settings, run_id, report=log_sweep)
+    return wait_for_run(settings, run_id, on_poll=sweep_run, **options)
 
 
 @contextmanager

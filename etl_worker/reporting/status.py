@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from etl_worker.audit import Audit, RunMode, State
+from etl_worker.units import format_bytes, format_duration
 
 
 def partition_label(key: str | None, lo: int | None = None, hi: int | None = None) -> str:
@@ -135,28 +136,6 @@ def _error_kind(error: str, key: str | None = None) -> str:
     if key:
         text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", "<zip>", text)
     return text
-
-
-def format_bytes(n: int | None) -> str:
-    """1536 -> '1.5 KiB'; None or 0 -> '-'."""
-    if not n:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
-
-
-def format_duration(seconds: float | None) -> str:
-    """3725 -> '1h02m05s', 65 -> '1m05s'; None -> '-'."""
-    if seconds is None:
-        return "-"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 _MODE_NOTES: dict[str, str] = {

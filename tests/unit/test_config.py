@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from etl_worker import defaults
-from etl_worker.config import Settings, env_var, parse_bytes, redact_url
+from etl_worker.config import Settings, env_var, redact_url
 from etl_worker.errors import ConfigError
+from etl_worker.units import parse_bytes
 
 
 def test_defaults_are_the_documented_ones() -> None:
