@@ -7,7 +7,6 @@ keeps its exact value (text with tabs or `\\N`, '' versus NULL, NULL integers, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -16,24 +15,7 @@ from psycopg import sql
 from etl_worker.arrowtypes import normalize_read
 from etl_worker.db import Column, TableName
 from etl_worker.errors import MemoryCeilingExceeded
-
-
-@dataclass(frozen=True)
-class PartitionKey:
-    """One task's share of the table: rows whose partition column equals `value` (IS NULL
-    when `value` is None), optionally only those with `split_column` in [lo, hi)."""
-
-    value: str | None
-    split_lo: int | None = None
-    split_hi: int | None = None
-
-    @property
-    def label(self) -> str:
-        """How messages name the partition: the value, quoted, or NULL."""
-        base = "NULL" if self.value is None else repr(self.value)
-        if self.split_lo is None and self.split_hi is None:
-            return base
-        return f"{base}[{self.split_lo}, {self.split_hi})"
+from etl_worker.partition import PartitionKey
 
 
 def predicate(

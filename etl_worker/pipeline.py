@@ -36,9 +36,10 @@ from etl_worker.errors import (
     TransformError,
     TransientError,
 )
-from etl_worker.extract import PartitionKey, predicate, read_arrow, select_sql
+from etl_worker.extract import predicate, read_arrow, select_sql
 from etl_worker.frames import shrink, to_frame
 from etl_worker.load import check_partition_values, check_split_values, ingest, to_arrow
+from etl_worker.partition import PartitionKey
 
 log = logging.getLogger(__name__)
 

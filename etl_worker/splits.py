@@ -24,7 +24,8 @@ from psycopg import sql
 
 from etl_worker.db import Column, TableName, find_column
 from etl_worker.errors import ConfigError
-from etl_worker.extract import PartitionKey, predicate
+from etl_worker.extract import predicate
+from etl_worker.partition import PartitionKey
 
 #: Postgres integer types a split column may have (ranges are bigint in the audit table).
 INTEGER_TYPES = frozenset({"int2", "int4", "int8"})

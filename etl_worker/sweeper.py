@@ -51,8 +51,8 @@ from etl_worker.audit import Audit, QueuedPartition
 from etl_worker.celery_app import make_app
 from etl_worker.config import Settings
 from etl_worker.db import connect, first_line
+from etl_worker.partition import partition_label
 from etl_worker.producer import run_queue, send_tasks
-from etl_worker.reporting.status import partition_label
 
 log = logging.getLogger(__name__)
 

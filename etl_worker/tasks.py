@@ -17,8 +17,8 @@ from etl_worker import memory, pipeline, sweeper
 from etl_worker.celery_app import SWEEP_TASK_NAME, TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import worker_context
-from etl_worker.extract import PartitionKey
 from etl_worker.ops.flower import install_flower_defaults
+from etl_worker.partition import PartitionKey
 
 log = logging.getLogger(__name__)
 

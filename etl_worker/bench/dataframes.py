@@ -20,9 +20,10 @@ from etl_worker.bench.data import RawTable
 from etl_worker.config import Settings
 from etl_worker.context import WorkerContext
 from etl_worker.db import TableName, connect, find_column, table_columns
-from etl_worker.extract import PartitionKey, predicate, read_arrow, select_sql
+from etl_worker.extract import predicate, read_arrow, select_sql
 from etl_worker.frames import downcast, frame_memory, to_frame
 from etl_worker.load import target_schema, to_arrow
+from etl_worker.partition import PartitionKey
 
 
 @dataclass(frozen=True)

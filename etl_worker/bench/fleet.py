@@ -33,9 +33,10 @@ from etl_worker.context import WorkerContext
 from etl_worker.db import TableName, connect
 from etl_worker.devtools.demo import local_workers, settings_env
 from etl_worker.errors import EtlError
-from etl_worker.extract import PartitionKey, predicate, read_arrow, select_sql
+from etl_worker.extract import predicate, read_arrow, select_sql
 from etl_worker.frames import to_frame
 from etl_worker.load import ingest, to_arrow
+from etl_worker.partition import PartitionKey
 from etl_worker.reporting.progress import wait_for_run
 
 IDENTITY = "etl_worker.transforms:identity"

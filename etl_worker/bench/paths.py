@@ -31,9 +31,10 @@ from etl_worker.db import (
     first_line,
     table_columns,
 )
-from etl_worker.extract import PartitionKey, predicate, read_arrow, select_sql
+from etl_worker.extract import predicate, read_arrow, select_sql
 from etl_worker.frames import to_frame
 from etl_worker.load import TargetSchema, ingest, target_schema, to_arrow
+from etl_worker.partition import PartitionKey
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from etl_worker.celery_app import TASK_NAME
-from etl_worker.reporting.status import partition_label
+from etl_worker.partition import partition_label
 
 #: Columns of Flower's tasks page: the partition (kwargs, made readable by `format_task`)
 #: next to its state and timing. The name links to the task's page; the uuid column is left

@@ -38,8 +38,8 @@ from etl_worker.db import (
     has_index_on,
 )
 from etl_worker.errors import EtlError
-from etl_worker.extract import PartitionKey
 from etl_worker.load import ingest
+from etl_worker.partition import PartitionKey
 from etl_worker.producer import prepare
 from etl_worker.splits import rows_per_partition
 from etl_worker.units import format_bytes, format_duration

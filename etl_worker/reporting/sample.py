@@ -25,6 +25,7 @@ from etl_worker.db import (
     table_exists,
 )
 from etl_worker.errors import ConfigError, EtlError
+from etl_worker.partition import partition_label
 from etl_worker.producer import list_partitions
 
 SAMPLE_SUFFIX = "_sample"
@@ -44,7 +45,7 @@ class Sample:
     seed: int
 
     def summary(self) -> str:
-        shown = ", ".join("NULL" if z is None else (z or "''") for z in self.zips[:10])
+        shown = ", ".join(partition_label(z) for z in self.zips[:10])
         more = f" and {len(self.zips) - 10} more" if len(self.zips) > 10 else ""
         return (
             f"sampled {len(self.zips):,} of {self.population:,} zips of {self.raw_table} "

@@ -9,13 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from etl_worker.audit import Audit, RunMode, State
+from etl_worker.partition import partition_label
 from etl_worker.units import format_bytes, format_duration
-
-
-def partition_label(key: str | None, lo: int | None = None, hi: int | None = None) -> str:
-    """How reports name a partition: its value, NULL, or '' for the empty string."""
-    base = "NULL" if key is None else (key or "''")
-    return base if lo is None and hi is None else f"{base}[{lo},{hi})"
 
 
 @dataclass
@@ -112,7 +107,7 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
             status.failures.append(
                 {"zip": key, "partition": label, "error": error, "attempts": attempts}
             )
-            grouped[_error_kind(error or "", key)].append(label)
+            grouped[_error_kind(error or "", key, lo, hi)].append(label)
         status.failures_by_error = dict(grouped)
         status.slowest = [
             {
@@ -127,11 +122,17 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
     return status
 
 
-def _error_kind(error: str, key: str | None = None) -> str:
+def _error_kind(
+    error: str, key: str | None = None, lo: int | None = None, hi: int | None = None
+) -> str:
     """Group errors that differ only by the partition they name: in our own wording
-    ("partition '10016'", "(1,234 rows)") or anywhere in the user's message ("for zip
-    10016")."""
-    text = re.sub(r"partition (NULL|'[^']*')(\[[^)]*\))?", "partition <zip>", error)
+    ("partition 10016[0,5000)", "(1,234 rows)") or anywhere in the user's message ("for
+    zip 10016")."""
+    own = re.escape(f"partition {partition_label(key, lo, hi)}") + r"(?![\w.-])"
+    text = re.sub(own, "partition <zip>", error)
+    # Other labels naming a partition: NULL, quoted values, and errors recorded by earlier
+    # versions, which quoted every value ('10016'[0, 5000)).
+    text = re.sub(r"partition (NULL|'[^']*')(\[[^)]*\))?", "partition <zip>", text)
     text = re.sub(r"\(\d[\d,]* rows\)", "(<n> rows)", text)
     if key:
         text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", "<zip>", text)

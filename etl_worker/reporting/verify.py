@@ -25,7 +25,7 @@ from etl_worker.db import (
     table_columns,
 )
 from etl_worker.errors import ConfigError, EtlError
-from etl_worker.reporting.status import partition_label
+from etl_worker.partition import partition_label
 
 #: Examples kept for each kind of difference.
 EXAMPLES = 3

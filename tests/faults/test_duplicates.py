@@ -17,7 +17,7 @@ from etl_worker import pipeline, producer
 from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import WorkerContext
-from etl_worker.extract import PartitionKey
+from etl_worker.partition import PartitionKey
 from tests.support.data import audit_rows, make_raw_table
 from tests.support.reliability import exactly_once
 from tests.support.runs import SLOW, rows_in_state, start_run
@@ -54,7 +54,7 @@ def test_a_second_message_for_a_running_zip_waits_for_it_and_then_does_nothing(
     settled = time.monotonic() - sent
 
     log = worker.log()
-    assert "partition '00001': leased by" in log  # it waited for the running delivery
+    assert "partition 00001: leased by" in log  # it waited for the running delivery
     line = next(x for x in log.splitlines() if f"[{duplicate}] succeeded" in x)
     assert "'status': 'skipped'" in line  # ... then found the zip finished
     row = audit_rows(url, run_id)["00001"]

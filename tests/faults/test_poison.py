@@ -62,7 +62,7 @@ def test_poison_zips_fail_alone_keep_their_previous_rows_and_resume_retries_just
     assert {r["state"] for r in rows.values()} == {"finished"}  # the run did everything else
     assert raised["state"] == "failed" and raised["attempts"] == 1
     assert raised["error"] == (
-        f"transform {POISON} failed on partition '00002': "
+        f"transform {POISON} failed on partition 00002: "
         "ValueError: cannot parse revenue for zip 00002"
     )
     assert refused["state"] == "failed" and refused["attempts"] == 1

@@ -232,16 +232,16 @@ def test_a_zip_over_the_memory_ceiling_or_killed_every_time_fails_clearly_withou
     assert {r["state"] for r in rows.values()} == {"finished"}
     assert big["state"] == "failed" and big["attempts"] == 1
     assert big["error"] == (
-        "partition '99999' (2,000 rows) is larger than the memory ceiling of 65,536 bytes "
+        "partition 99999 (2,000 rows) is larger than the memory ceiling of 65,536 bytes "
         "(ETL_MEMORY_CEILING) — raise the ceiling on bigger workers, or split big partitions"
     )
     assert killed["state"] == "failed" and killed["attempts"] == 3
-    assert "partition '00001' (5 rows): gave up after 3 attempts" in str(killed["error"])
+    assert "partition 00001 (5 rows): gave up after 3 attempts" in str(killed["error"])
     assert "etl-enqueue --resume " + run_id in str(killed["error"])
     # Three deliveries died with their process; the fourth found the budget spent and failed
     # the zip at once, without waiting out the dead process's lease.
     assert worker.log().count("WorkerLostError('Worker exited prematurely: signal 9") == 3
-    assert "partition '00001': leased by" not in worker.log()
+    assert "partition 00001: leased by" not in worker.log()
     expected = (
         "(SELECT * FROM raw_companies WHERE zip_code NOT IN ('99999', '00001') "
         "OR zip_code IS NULL) AS expected"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from etl_worker.db import Column, TableName
-from etl_worker.extract import PartitionKey, predicate, select_sql
+from etl_worker.extract import predicate, select_sql
+from etl_worker.partition import PartitionKey
 from etl_worker.queries import query
 
 

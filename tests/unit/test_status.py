@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from etl_worker.pipeline import backoff
-from etl_worker.reporting.status import _error_kind, format_status, partition_label
+from etl_worker.reporting.status import _error_kind, format_status
 from tests.support.status import NO_FAILURES, make_status, states
 
 
 def test_errors_differing_only_by_zip_group_together() -> None:
+    a = _error_kind("transform x failed on partition 10016: ValueError: bad", "10016")
+    b = _error_kind("transform x failed on partition 02134: ValueError: bad", "02134")
+    c = _error_kind("transform x failed on partition NULL: ValueError: bad", None)
+    d = _error_kind("transform x failed on partition 'NULL': ValueError: bad", "NULL")
+    assert a == b == c == d
+
+
+def test_errors_recorded_by_earlier_versions_with_quoted_zips_group_together() -> None:
     a = _error_kind("transform x failed on partition '10016': ValueError: bad")
-    b = _error_kind("transform x failed on partition '02134': ValueError: bad")
-    c = _error_kind("transform x failed on partition NULL: ValueError: bad")
-    assert a == b == c
+    b = _error_kind("transform x failed on partition '02134'[0, 500): ValueError: bad")
+    assert a == b == "transform x failed on partition <zip>: ValueError: bad"
 
 
 def test_errors_that_name_the_zip_in_the_users_own_words_group_together() -> None:
-    a = _error_kind("failed on partition '10016': ValueError: bad revenue for zip 10016", "10016")
-    b = _error_kind("failed on partition '02134': ValueError: bad revenue for zip 02134", "02134")
-    other = _error_kind("failed on partition '02134': KeyError: 'revenue'", "02134")
+    a = _error_kind("failed on partition 10016: ValueError: bad revenue for zip 10016", "10016")
+    b = _error_kind("failed on partition 02134: ValueError: bad revenue for zip 02134", "02134")
+    other = _error_kind("failed on partition 02134: KeyError: 'revenue'", "02134")
 
     assert a == b == "failed on partition <zip>: ValueError: bad revenue for zip <zip>"
     assert other != a
@@ -29,10 +36,11 @@ def test_a_zip_inside_a_longer_number_is_not_replaced() -> None:
     assert text == "value 100160 out of range"
 
 
-def test_partition_labels_show_null_and_split_ranges() -> None:
-    assert partition_label(None) == "NULL"
-    assert partition_label("") == "''"  # the empty-string zip, visible in a list of zips
-    assert partition_label("10016", 0, 500) == "10016[0,500)"
+def test_errors_naming_a_split_of_the_zip_group_with_the_other_splits() -> None:
+    a = _error_kind("transform x failed on partition 10016[0,500): ValueError", "10016", 0, 500)
+    b = _error_kind("transform x failed on partition 10016[500,): ValueError", "10016", 500)
+
+    assert a == b == "transform x failed on partition <zip>: ValueError"
 
 
 def test_the_summary_names_failures_and_how_to_retry_them() -> None:
