@@ -1,4 +1,4 @@
-"""Database connections, identifier quoting, catalog look-ups and error classification.
+"""Database connections, identifier quoting, catalog look-ups, and what driver errors mean.
 
 Two drivers, each for what it does best:
 - psycopg 3 for control SQL (audit rows, DDL, catalog queries) and identifier quoting;
@@ -255,10 +255,11 @@ def sqlstate_of(exc: BaseException) -> str | None:
     return state if isinstance(state, str) else None
 
 
-def classify(exc: BaseException) -> BaseException:
-    """Map a driver error to `TransientError` / `PartitionDataError`, else return it unchanged."""
-    if isinstance(exc, ServiceUnavailable):  # our own wrapper of a failed connect
-        return TransientError(str(exc))
+def database_error(exc: BaseException) -> TransientError | PartitionDataError | None:
+    """What a driver error means for a partition, by its SQLSTATE or class: a
+    `TransientError` (a retry may fix it) or a `PartitionDataError` (the data is wrong for
+    the target); None when it is not such a driver error. The policy around it is
+    `retry.classify`."""
     state = sqlstate_of(exc)
     if state is not None:
         if state in _TRANSIENT_SQLSTATES or state.startswith("08"):
@@ -276,4 +277,4 @@ def classify(exc: BaseException) -> BaseException:
             return PartitionDataError(f"the target rejected a value: {first_line(exc)}")
     except ImportError:  # pragma: no cover - adbc is a hard dependency
         pass
-    return exc
+    return None

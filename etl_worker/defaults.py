@@ -41,7 +41,8 @@ SWEEP_INTERVAL = 30.0
 MAX_ATTEMPTS = 4
 #: Retries of one attempt for transient errors (connection drops, serialization failures).
 MAX_RETRIES = 5
-#: Exponential backoff for those retries: base * 2**n seconds, capped, with full jitter.
+#: Exponential backoff for those retries: base * 2**n seconds, capped, with "equal jitter":
+#: half of each delay fixed, half random (retry.compute_backoff).
 RETRY_BACKOFF_BASE = 2.0
 RETRY_BACKOFF_MAX = 60.0
 #: A partition whose Arrow data exceeds this many bytes fails with a clear error instead of

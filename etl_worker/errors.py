@@ -1,15 +1,19 @@
 """The error hierarchy. Every error the tool raises on purpose is an `EtlError`.
 
-Two branches decide what the worker does with a failing partition:
+Two branches decide what the worker does with a failing partition (`retry.classify` puts
+every failure in one of them):
 - `PermanentPartitionError`: retrying cannot help (the transform raised, a value does not fit
   the target column, the partition is over the memory ceiling). The partition goes to `failed`.
 - `TransientError`: the database or broker went away, a serialization failure. Retried with
   backoff.
-Errors raised before anything is enqueued (`ConfigError`, `TableNotFound`, ...) are shown by
-the CLI as one line and a non-zero exit code.
+`RetryLater` is not a failure: the pipeline raises it to have the task layer send the
+partition again later. Errors raised before anything is enqueued (`ConfigError`,
+`TableNotFound`, ...) are shown by the CLI as one line and a non-zero exit code.
 """
 
 from __future__ import annotations
+
+import traceback
 
 
 class EtlError(Exception):
@@ -60,5 +64,31 @@ class AttemptsExhausted(PermanentPartitionError):
     """The partition was started too many times without finishing (worker killed each time)."""
 
 
+class TimeLimitExceeded(PermanentPartitionError):
+    """The partition ran past the task's soft time limit: a retry would take as long."""
+
+
+class UnexpectedError(PermanentPartitionError):
+    """An error nobody raised on purpose (a bug in the transform path): recorded as failed
+    rather than retried in a loop."""
+
+
 class TransientError(EtlError):
     """A failure that a retry with backoff may fix (connection lost, serialization failure)."""
+
+
+class RetryLater(EtlError):
+    """Send this partition again in `countdown` seconds: a retry after a transient error,
+    or a deferral while another delivery holds the partition's lease. Raised by the
+    pipeline, turned into a Celery retry by the task."""
+
+    def __init__(self, detail: str, countdown: float) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.countdown = countdown
+
+
+def traceback_last_line(exc: BaseException) -> str:
+    """The exception as the last line of its traceback: `ValueError: bad revenue`."""
+    lines = traceback.format_exception_only(type(exc), exc)
+    return lines[-1].strip() if lines else repr(exc)

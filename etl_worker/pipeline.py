@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import random
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,15 +24,20 @@ import pandas as pd
 import pyarrow as pa
 from psycopg import sql
 
-from etl_worker import memory
+from etl_worker import memory, retry
 from etl_worker.context import PreparedRun, WorkerContext
-from etl_worker.db import classify, first_line
+from etl_worker.db import first_line
 from etl_worker.errors import (
     AttemptsExhausted,
+    EtlError,
     MemoryCeilingExceeded,
     PermanentPartitionError,
+    RetryLater,
+    TimeLimitExceeded,
     TransformError,
     TransientError,
+    UnexpectedError,
+    traceback_last_line,
 )
 from etl_worker.extract import predicate, read_arrow, select_sql
 from etl_worker.frames import shrink, to_frame
@@ -48,31 +51,11 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What happened to one delivery of a partition."""
 
-    status: str  # finished | skipped | deferred | retry | failed
+    status: str  # finished | skipped (a retry or deferral raises RetryLater instead)
     part_id: int
     detail: str = ""
     countdown: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-class RetryLater(Exception):
-    """Raised to the task layer: send this partition again after `countdown` seconds."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.detail)
-        self.outcome = outcome
-
-
-def backoff(retries: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter: half fixed, half random, so a fleet that lost its
-    database at once does not come back at once."""
-    delay = min(cap, base * 2**retries)
-    return delay / 2 + random.uniform(0, delay / 2)
-
-
-def traceback_last_line(exc: BaseException) -> str:
-    lines = traceback.format_exception_only(type(exc), exc)
-    return lines[-1].strip() if lines else repr(exc)
 
 
 def _owner_is_dead_here(owner: str | None, host: str) -> bool:
@@ -109,12 +92,11 @@ def run_partition(
         claim = _claim(ctx, run_id, part_id, task_id, owner)
     except Exception as exc:
         ctx.reset_connections()
-        error = classify(exc)
+        error = retry.classify(exc)
         if isinstance(error, TransientError):
             # The database is unreachable, so nothing can be recorded and no attempt is
             # counted: back off (per message) until it answers again.
-            wait = backoff(retries, settings.retry_backoff_base, settings.retry_backoff_max)
-            raise RetryLater(Outcome("retry", part_id, str(error), countdown=wait)) from exc
+            raise RetryLater(str(error), retry.backoff(retries, settings)) from exc
         raise
     if claim is None:
         return Outcome("skipped", part_id, "no such partition in the audit table")
@@ -125,9 +107,7 @@ def run_partition(
             # Another delivery of this partition is running (Redis redelivered it, or a
             # broker reconnect restored it): come back when its lease would have lapsed.
             wait = float(claim.lease_left or 0) + 1.0
-            raise RetryLater(
-                Outcome("deferred", part_id, f"leased by {claim.lease_owner}", countdown=wait)
-            )
+            raise RetryLater(f"leased by {claim.lease_owner}", wait)
         rows = _count_rows(ctx, run_id, key)
         error = AttemptsExhausted(
             f"partition {key.label} ({rows:,} rows): gave up after {claim.attempts} attempts "
@@ -198,49 +178,52 @@ def _record_failure(
 ) -> None:
     """Turn an exception into the audit row's next state; re-raising is the caller's job,
     except for transient errors, which become `RetryLater` while retries remain."""
-    settings = ctx.settings
-    error = exc if isinstance(exc, PermanentPartitionError | RetryLater) else classify(exc)
-    if isinstance(error, RetryLater):
+    if isinstance(exc, RetryLater):
         return
-    if _is_soft_time_limit(exc):
-        error = PermanentPartitionError(
-            f"partition {key.label} ran past the task time limit of "
-            f"{settings.soft_time_limit}s (ETL_TASK_TIME_LIMIT) — raise it, or split big "
-            "partitions"
-        )
-    elif isinstance(error, MemoryCeilingExceeded):
-        rows = _safe(lambda: _count_rows(ctx, run_id, key))
-        error = MemoryCeilingExceeded(
-            f"partition {key.label} ({rows:,} rows) is larger than the memory ceiling of "
-            f"{settings.memory_ceiling_bytes:,} bytes (ETL_MEMORY_CEILING) — raise the "
-            "ceiling on bigger workers, or split big partitions"
-            if isinstance(rows, int)
-            else str(error)
-        )
+    settings = ctx.settings
+    error = _explain(ctx, run_id, key, retry.classify(exc))
     if isinstance(error, TransientError):
         ctx.reset_connections()
-        if retries < settings.max_retries:
-            countdown = backoff(retries, settings.retry_backoff_base, settings.retry_backoff_max)
+        if retry.should_retry(error, retries, settings):
+            countdown = retry.backoff(retries, settings)
             # Recording the retry also gives the lease back, so the next delivery starts at
             # once instead of deferring to this attempt's lease. The database may be coming
             # back from a restart: try for a few seconds (unrecorded, the next delivery
             # waits out the lease, ETL_LEASE_SECONDS at most).
             note = f"{error} (retry in {countdown:.0f}s)"
             _safe(lambda: ctx.audit.mark_retrying(part_id, note), tries=5, reset=ctx)
-            raise RetryLater(Outcome("retry", part_id, str(error), countdown=countdown)) from exc
+            raise RetryLater(str(error), countdown) from exc
         error = PermanentPartitionError(
             f"partition {key.label}: still failing after {retries} retries: {error}"
-        )
-    if not isinstance(error, PermanentPartitionError):
-        # Not ours, not the database's: a bug. Record it rather than loop on it.
-        error = PermanentPartitionError(
-            f"partition {key.label}: unexpected {traceback_last_line(exc)}"
         )
     message = str(error)
     _safe(lambda: ctx.audit.mark_failed(part_id, message))
     log.error("partition %s failed: %s", key.label, message)
     if error is not exc:
         raise error from exc
+
+
+def _explain(ctx: WorkerContext, run_id: str, key: PartitionKey, error: EtlError) -> EtlError:
+    """The error in words that name the partition and say what to do."""
+    settings = ctx.settings
+    if isinstance(error, TimeLimitExceeded):
+        return TimeLimitExceeded(
+            f"partition {key.label} ran past the task time limit of "
+            f"{settings.soft_time_limit}s (ETL_TASK_TIME_LIMIT) — raise it, or split big "
+            "partitions"
+        )
+    if isinstance(error, MemoryCeilingExceeded):
+        rows = _safe(lambda: _count_rows(ctx, run_id, key))
+        if isinstance(rows, int):
+            return MemoryCeilingExceeded(
+                f"partition {key.label} ({rows:,} rows) is larger than the memory ceiling of "
+                f"{settings.memory_ceiling_bytes:,} bytes (ETL_MEMORY_CEILING) — raise the "
+                "ceiling on bigger workers, or split big partitions"
+            )
+    if isinstance(error, UnexpectedError):
+        # Not ours, not the database's: a bug. Record it rather than loop on it.
+        return UnexpectedError(f"partition {key.label}: {error}")
+    return error
 
 
 def _safe(action: Any, *, tries: int = 1, reset: WorkerContext | None = None) -> Any:
@@ -256,10 +239,6 @@ def _safe(action: Any, *, tries: int = 1, reset: WorkerContext | None = None) ->
                     reset.reset_connections()
                 time.sleep(0.5 * 2**attempt)
     return None
-
-
-def _is_soft_time_limit(exc: BaseException) -> bool:
-    return type(exc).__name__ == "SoftTimeLimitExceeded"
 
 
 @dataclass

@@ -17,6 +17,7 @@ from etl_worker import memory, pipeline, sweeper
 from etl_worker.celery_app import SWEEP_TASK_NAME, TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import worker_context
+from etl_worker.errors import RetryLater
 from etl_worker.ops.flower import install_flower_defaults
 from etl_worker.partition import PartitionKey
 
@@ -52,14 +53,9 @@ def process_partition(
         outcome = pipeline.run_partition(
             ctx, run_id, part_id, key, self.request.id or "", retries=self.request.retries
         )
-    except pipeline.RetryLater as later:
-        log.info(
-            "partition %s: %s; again in %.1fs",
-            key.label,
-            later.outcome.detail,
-            later.outcome.countdown,
-        )
-        raise self.retry(countdown=later.outcome.countdown) from None
+    except RetryLater as later:
+        log.info("partition %s: %s; again in %.1fs", key.label, later.detail, later.countdown)
+        raise self.retry(countdown=later.countdown) from None
     log.info("partition %s %s %s", key.label, outcome.status, outcome.detail)
     return {"status": outcome.status, "rows": outcome.stats.get("rows_written")}
 

@@ -32,12 +32,12 @@ from etl_worker.context import PreparedRun, WorkerContext
 from etl_worker.db import (
     Column,
     TableName,
-    classify,
     connect,
     create_partition_index,
+    database_error,
     has_index_on,
 )
-from etl_worker.errors import EtlError
+from etl_worker.errors import EtlError, traceback_last_line
 from etl_worker.load import ingest
 from etl_worker.partition import PartitionKey
 from etl_worker.producer import prepare
@@ -204,8 +204,8 @@ def measure_partition(
         part = pipeline.transform_partition(ctx, run, PartitionKey(key))
         _copy_rolled_back(ctx, run, part.data)
     except Exception as exc:  # over the memory ceiling, the transform raised, ...
-        error = exc if isinstance(exc, EtlError) else classify(exc)
-        return Sample(key, rows, kind, error=str(error) or pipeline.traceback_last_line(exc))
+        error = exc if isinstance(exc, EtlError) else database_error(exc) or exc
+        return Sample(key, rows, kind, error=str(error) or traceback_last_line(exc))
     return Sample(
         key,
         rows,

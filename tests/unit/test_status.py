@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from etl_worker.pipeline import backoff
 from etl_worker.reporting.status import _error_kind, format_status
 from tests.support.status import NO_FAILURES, make_status, states
 
@@ -88,10 +87,3 @@ def test_many_zips_failing_the_same_way_are_one_line_with_a_count() -> None:
 
 def test_a_dry_run_says_nothing_was_written() -> None:
     assert "(dry run: nothing written)" in format_status(make_status(mode="dry_run"))
-
-
-def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    for retries in range(8):
-        delay = backoff(retries, base=2.0, cap=60.0)
-        expected = min(60.0, 2.0 * 2**retries)
-        assert expected / 2 <= delay <= expected
