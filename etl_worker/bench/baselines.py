@@ -11,6 +11,7 @@ subset of zips and extrapolated to the whole table (the report says so).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Callable
 from typing import Any
@@ -21,9 +22,23 @@ from psycopg import sql
 from etl_worker.bench.data import PARTITION_COLUMN, RawTable
 from etl_worker.bench.measure import Line, difference, fresh_target, process_pool, sampled
 from etl_worker.db import TableName, connect, first_line
+from etl_worker.errors import EtlError
 
 #: The blog's script ran on psycopg2; SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3.
 _PSYCOPG2_SCHEME = "postgresql+psycopg2://"
+#: What the baselines run on: the [bench] extra, not the worker's dependencies.
+REQUIRED_MODULES = ("sqlalchemy", "psycopg2")
+
+
+def check_installed() -> None:
+    """Refuse to start a benchmark whose baselines would fail halfway for want of a package."""
+    missing = [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise EtlError(
+            f"etl-bench runs its baselines on {' and '.join(missing)}, which is not installed "
+            "— install the bench extra: pip install 'etl-worker[bench]'"
+        )
+
 
 _engines: dict[str, Any] = {}
 

@@ -184,7 +184,7 @@ def compare_paths(url: str, raw: RawTable, zips: int = 12) -> list[PathResult]:
             started = time.perf_counter()
             try:
                 read = [reader(setup, q) for q in queries]
-            except ImportError as exc:  # connectorx is optional (the [bench] extra)
+            except ImportError as exc:  # connectorx and SQLAlchemy: the [bench] extra
                 results.append(PathResult("read", name, 0.0, rows, False, f"not installed: {exc}"))
                 continue
             except Exception as exc:

@@ -144,6 +144,7 @@ def run_bench(
     settings: Settings, options: BenchOptions, say: Callable[[str], None] = print
 ) -> BenchResult:
     """Every measurement, in an order where each line starts from a quiet database."""
+    baselines.check_installed()
     settings = bench_settings(settings, options)
     url = settings.database_url
     say(f"raw table: {options.rows:,} rows over {options.zips:,} zips (seed {options.seed})")
