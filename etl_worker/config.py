@@ -182,10 +182,6 @@ class Settings:
         return max(1, self.task_time_limit - min(60, self.task_time_limit // 10))
 
     @property
-    def heartbeat_interval(self) -> float:
-        return self.lease_seconds / 4
-
-    @property
     def lost_message_after(self) -> int:
         """Age (seconds since last sent) at which a queued partition's missing message is
         lost for good: always above the visibility timeout (see sweeper.py)."""

@@ -54,7 +54,6 @@ class Outcome:
     status: str  # finished | skipped (a retry or deferral raises RetryLater instead)
     part_id: int
     detail: str = ""
-    countdown: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
 
 

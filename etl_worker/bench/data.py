@@ -13,6 +13,7 @@ from etl_worker.db import (
     ensure_database,
     find_column,
     table_columns,
+    table_comment,
     table_exists,
 )
 from etl_worker.devtools.seed import seed_raw_table
@@ -30,7 +31,6 @@ class RawTable:
     rows: int
     bytes: int
     sizes: dict[str | None, int]
-    built_seconds: float | None  # None: reused as it was
 
     @property
     def megabytes(self) -> float:
@@ -65,30 +65,22 @@ def ensure_raw_table(
     ensure_database(database_url)
     name = TableName.parse(table)
     marker = _marker(rows, zips, seed)
-    built = None
     with connect(database_url) as conn:
-        current = None
-        if table_exists(conn, name):
-            row = conn.execute(
-                "SELECT obj_description(to_regclass(%s), 'pg_class')",
-                (name.ident.as_string(conn),),
-            ).fetchone()
-            current = row[0] if row else None
+        current = table_comment(conn, name) if table_exists(conn, name) else None
     if rebuild or current != marker:
-        result = seed_raw_table(database_url, rows=rows, zips=zips, seed=seed, table=table)
-        built = result.seconds
+        seed_raw_table(database_url, rows=rows, zips=zips, seed=seed, table=table)
         with connect(database_url) as conn:
             conn.execute(
                 sql.SQL("COMMENT ON TABLE {} IS {}").format(name.ident, sql.Literal(marker))
             )
-    return describe_table(database_url, name, built)
+    return describe_table(database_url, name)
 
 
-def describe_table(database_url: str, name: TableName, built: float | None = None) -> RawTable:
+def describe_table(database_url: str, name: TableName) -> RawTable:
     with connect(database_url) as conn:
         column = find_column(table_columns(conn, name), PARTITION_COLUMN, name)
         sizes = rows_per_partition(conn, name, column)
         row = conn.execute(
             "SELECT pg_table_size(to_regclass(%s))", (name.ident.as_string(conn),)
         ).fetchone()
-    return RawTable(name, sum(sizes.values()), int(row[0]) if row else 0, sizes, built)
+    return RawTable(name, sum(sizes.values()), int(row[0]) if row else 0, sizes)
