@@ -205,19 +205,18 @@ def _record_failure(
 def _explain(ctx: WorkerContext, run_id: str, key: PartitionKey, error: EtlError) -> EtlError:
     """The error in words that name the partition and say what to do."""
     settings = ctx.settings
+    # A partition too big for a limit: what happened, and the two ways out.
+    too_big = "partition {} {} — {}, or split big partitions".format
     if isinstance(error, TimeLimitExceeded):
-        return TimeLimitExceeded(
-            f"partition {key.label} ran past the task time limit of "
-            f"{settings.soft_time_limit}s (ETL_TASK_TIME_LIMIT) — raise it, or split big "
-            "partitions"
-        )
+        limit = f"the task time limit of {settings.soft_time_limit}s (ETL_TASK_TIME_LIMIT)"
+        return TimeLimitExceeded(too_big(key.label, f"ran past {limit}", "raise it"))
     if isinstance(error, MemoryCeilingExceeded):
         rows = _safe(lambda: _count_rows(ctx, run_id, key))
         if isinstance(rows, int):
+            ceiling = f"{settings.memory_ceiling_bytes:,} bytes (ETL_MEMORY_CEILING)"
+            what = f"({rows:,} rows) is larger than the memory ceiling of {ceiling}"
             return MemoryCeilingExceeded(
-                f"partition {key.label} ({rows:,} rows) is larger than the memory ceiling of "
-                f"{settings.memory_ceiling_bytes:,} bytes (ETL_MEMORY_CEILING) — raise the "
-                "ceiling on bigger workers, or split big partitions"
+                too_big(key.label, what, "raise the ceiling on bigger workers")
             )
     if isinstance(error, UnexpectedError):
         # Not ours, not the database's: a bug. Record it rather than loop on it.
