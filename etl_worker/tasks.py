@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 settings = Settings.load()
 app = make_app(settings)
 # `celery -A etl_worker flower` loads this module too: give Flower our columns and task
-# formatting (a no-op for workers and producers).
+# formatting (in a worker, where the celery command loads Flower's options as a plugin,
+# they are set and never read). The one ops import the core may make (pyproject.toml).
 install_flower_defaults()
 
 
