@@ -23,8 +23,12 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from etl_worker import migrations
 from etl_worker.errors import RunNotFound
-from etl_worker.queries import query, schema_ddl
+from etl_worker.queries import query
+
+#: How a worker names itself in an audit-schema version error.
+_WORKER = "worker"
 
 
 class State(enum.StrEnum):
@@ -107,11 +111,9 @@ class Audit:
     def _q(self, name: str) -> sql.Composed:
         return query(name, self.schema)
 
-    def ensure_schema(self) -> None:
-        # Two producers starting at once would race on CREATE TYPE/TABLE: serialize them.
-        with self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('etl-worker audit schema'))")
-            self.conn.execute(schema_ddl(self.schema))
+    def ensure_schema(self) -> list[migrations.Migration]:
+        """Bring the audit schema to this code's version; returns the migrations applied."""
+        return migrations.migrate(self.conn, self.schema)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -216,22 +218,27 @@ class Audit:
         max_attempts: int,
         dead_owners: Sequence[str] = (),
     ) -> Claim | None:
-        row = self.conn.execute(
-            self._q("claim_partition"),
-            {
-                "run_id": run_id,
-                "part_id": part_id,
-                "task_id": task_id,
-                "worker": worker,
-                "owner": owner,
-                "lease_seconds": lease_seconds,
-                "max_attempts": max_attempts,
-                "dead_owners": list(dead_owners),
-            },
-        ).fetchone()
+        params = {
+            "run_id": run_id,
+            "part_id": part_id,
+            "task_id": task_id,
+            "worker": worker,
+            "owner": owner,
+            "lease_seconds": lease_seconds,
+            "max_attempts": max_attempts,
+            "dead_owners": list(dead_owners),
+            "schema_version": migrations.code_version(),
+        }
+        try:
+            row = self.conn.execute(self._q("claim_partition"), params).fetchone()
+        except psycopg.errors.UndefinedTable:
+            # No version table: an audit schema from before numbered migrations, or none.
+            migrations.check_version(self.conn, self.schema, _WORKER)
+            raise
         if row is None:
             return None
-        state, attempts, retries, lease_owner, lease_left, claimed_attempts = row
+        state, attempts, retries, lease_owner, lease_left, claimed_attempts, version = row
+        migrations.require_version(version or 0, self.schema, _WORKER)
         if claimed_attempts is not None:
             return Claim(True, State.STARTED, claimed_attempts, retries, owner, lease_seconds)
         return Claim(

@@ -40,6 +40,21 @@ class ServiceUnavailable(EtlError):
     """Postgres or Redis does not answer at the configured URL."""
 
 
+class WorkerCannotServe(EtlError):
+    """This worker cannot process the partition, through no fault of the partition: its code
+    does not match the database's audit schema (or the run). The attempt is not counted and
+    the message comes back later, for a worker that can (or this one, once upgraded)."""
+
+
+class AuditSchemaMissing(WorkerCannotServe):
+    """The database has no audit schema: nothing was ever enqueued there (a command or a
+    worker pointed at the wrong database)."""
+
+
+class AuditSchemaMismatch(WorkerCannotServe):
+    """The audit schema's version is not the one this code reads and writes."""
+
+
 class PermanentPartitionError(EtlError):
     """Processing this partition failed in a way a retry will not fix."""
 

@@ -37,6 +37,7 @@ from etl_worker.errors import (
     TransformError,
     TransientError,
     UnexpectedError,
+    WorkerCannotServe,
     traceback_last_line,
 )
 from etl_worker.extract import predicate, read_arrow, select_sql
@@ -89,6 +90,11 @@ def run_partition(
     owner = f"{ctx.host}:{ctx.pid}:{uuid.uuid4().hex[:12]}"
     try:
         claim = _claim(ctx, run_id, part_id, task_id, owner)
+    except WorkerCannotServe as exc:
+        # This worker's code does not fit the database: no attempt is counted, and the
+        # message comes back for a worker that fits (or this one, once upgraded).
+        log.error("partition %s: %s", key.label, exc)
+        raise RetryLater(str(exc), retry.backoff(retries, settings)) from exc
     except Exception as exc:
         ctx.reset_connections()
         error = retry.classify(exc)

@@ -1,4 +1,4 @@
-"""Named SQL queries from `sql/*.sql`, bound to the audit schema's quoted name."""
+"""Named SQL queries from `sql/queries.sql`, bound to the audit schema's quoted name."""
 
 from __future__ import annotations
 
@@ -31,8 +31,3 @@ def query(name: str, schema: str) -> sql.Composed:
     except KeyError:
         raise KeyError(f"no query named {name!r} in sql/queries.sql") from None
     return sql.SQL(body).format(schema=sql.Identifier(schema))
-
-
-def schema_ddl(schema: str) -> sql.Composed:
-    """The audit schema's DDL (sql/schema.sql) for the given schema name."""
-    return sql.SQL(_sql_text("schema.sql")).format(schema=sql.Identifier(schema))

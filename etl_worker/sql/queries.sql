@@ -72,8 +72,12 @@ RETURNING p.run_id, p.part_id, p.part_key, p.task_id, p.split_lo, p.split_hi;
 
 -- name: claim_partition
 -- Start an attempt: take the lease unless the partition is done, failed, leased by a live
--- attempt, or out of attempts. Returns the row as it was plus whether the claim took.
-WITH cur AS (
+-- attempt, or out of attempts. Returns the row as it was plus whether the claim took, and
+-- the audit schema's version: a worker whose code expects another version claims nothing
+-- (migrations.py), checked here at no extra round trip.
+WITH version AS (
+    SELECT max(version) AS v FROM {schema}.schema_version
+), cur AS (
     SELECT part_id, state, attempts, retries, lease_owner,
            extract(epoch FROM lease_expires_at - now()) AS lease_left
     FROM {schema}.partitions
@@ -86,8 +90,9 @@ WITH cur AS (
         worker = %(worker)s, lease_owner = %(owner)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         started_at = now(), heartbeat_at = now()
-    FROM cur
+    FROM cur, version
     WHERE p.part_id = cur.part_id
+      AND version.v = %(schema_version)s
       AND cur.state NOT IN ('finished', 'failed')
       AND (cur.lease_left IS NULL OR cur.lease_left <= 0 OR cur.lease_owner = %(owner)s
            OR cur.lease_owner = ANY(%(dead_owners)s::text[]))
@@ -95,7 +100,7 @@ WITH cur AS (
     RETURNING p.attempts
 )
 SELECT cur.state::text, cur.attempts, cur.retries, cur.lease_owner, cur.lease_left,
-       claimed.attempts AS claimed_attempts
+       claimed.attempts AS claimed_attempts, (SELECT v FROM version) AS schema_version
 FROM cur LEFT JOIN claimed ON true;
 
 -- name: renew_lease
