@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 
 from etl_worker.config import Settings
+from etl_worker.network import redis_transport_options
 
 TASK_NAME = "etl.process_partition"
 AUTOSCALER = "etl_worker.ops.autoscale:MemoryAwareAutoscaler"
@@ -31,6 +32,10 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
         "unacked_restore_throttle": 1,
     }
+    # A broker gone silent (packets dropped, the socket still "established") is noticed
+    # within ETL_NETWORK_TIMEOUT: keepalives, reply and connect timeouts, kombu's BRPOP
+    # check (network.py). Then the worker cancels its running tasks and reconnects.
+    options.update(redis_transport_options(settings.network_timeout))
     if settings.redis_key_prefix:
         # Every key (queues, unacked set, bindings, pidbox) under one prefix: fleets and test
         # runs sharing a Redis never see each other's messages.

@@ -20,6 +20,8 @@ from etl_worker.errors import ConfigError
 from etl_worker.units import parse_bytes
 
 ENV_PREFIX = "ETL_"
+#: Keepalive idle time, interval and PROBES (2) unanswered probes, one second each at least.
+MIN_NETWORK_TIMEOUT = 3.0
 
 
 def _env(name: str, parse: Callable[[str], Any] = str) -> Any:
@@ -77,6 +79,11 @@ class Settings:
     sweep_after: int = field(default=0, metadata=_env("SWEEP_AFTER", int))
     sweep_interval: float = field(
         default=defaults.SWEEP_INTERVAL, metadata=_env("SWEEP_INTERVAL", float)
+    )
+    #: A connection whose peer went silent is given up within about this many seconds
+    #: (TCP keepalives, TCP user timeout, connect and Redis command timeouts: network.py).
+    network_timeout: float = field(
+        default=defaults.NETWORK_TIMEOUT, metadata=_env("NETWORK_TIMEOUT", float)
     )
     max_attempts: int = field(default=defaults.MAX_ATTEMPTS, metadata=_env("MAX_ATTEMPTS", int))
     max_retries: int = field(default=defaults.MAX_RETRIES, metadata=_env("MAX_RETRIES", int))
@@ -139,6 +146,11 @@ class Settings:
                 f"below ETL_VISIBILITY_TIMEOUT ({self.visibility_timeout}s): a retry waiting "
                 "longer than that in a worker is redelivered by Redis while it waits"
             )
+        if self.network_timeout < MIN_NETWORK_TIMEOUT:
+            raise ConfigError(
+                f"ETL_NETWORK_TIMEOUT ({self.network_timeout:g}s) must be at least "
+                f"{MIN_NETWORK_TIMEOUT}s: TCP keepalive probes tick in whole seconds"
+            )
         if self.sweep_interval <= 0:
             raise ConfigError("ETL_SWEEP_INTERVAL must be positive")
         if self.max_attempts < 1:
@@ -180,6 +192,12 @@ class Settings:
     def soft_time_limit(self) -> int:
         """Raised inside the task a little before the hard kill, so it can roll back cleanly."""
         return max(1, self.task_time_limit - min(60, self.task_time_limit // 10))
+
+    @property
+    def heartbeat_network_timeout(self) -> float:
+        """The heartbeat's connection gives up on a silent database within half a lease at
+        most, so a renewal stuck on a dead socket still reconnects and renews in time."""
+        return max(MIN_NETWORK_TIMEOUT, min(self.network_timeout, self.lease_seconds / 2))
 
     @property
     def lost_message_after(self) -> int:

@@ -57,7 +57,10 @@ class WorkerContext:
         self._adbc: Any = None
         self._runs: dict[str, PreparedRun] = {}
         self.heartbeat = Heartbeat(
-            settings.database_url, settings.audit_schema, settings.lease_seconds
+            settings.database_url,
+            settings.audit_schema,
+            settings.lease_seconds,
+            network_timeout=settings.heartbeat_network_timeout,
         )
 
     # -- connections ---------------------------------------------------------------------
@@ -65,7 +68,9 @@ class WorkerContext:
     @property
     def pg(self) -> psycopg.Connection:
         if self._pg is None or self._pg.closed or self._pg.broken:
-            self._pg = connect(self.settings.database_url)
+            self._pg = connect(
+                self.settings.database_url, network_timeout=self.settings.network_timeout
+            )
         return self._pg
 
     @property
@@ -75,7 +80,9 @@ class WorkerContext:
     @property
     def adbc(self) -> Any:
         if self._adbc is None:
-            self._adbc = adbc_connect(self.settings.database_url)
+            self._adbc = adbc_connect(
+                self.settings.database_url, network_timeout=self.settings.network_timeout
+            )
         return self._adbc
 
     def reset_connections(self) -> None:

@@ -14,7 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from etl_worker import defaults
 from etl_worker.config import redact_url
 from etl_worker.errors import (
     ColumnNotFound,
@@ -25,6 +27,7 @@ from etl_worker.errors import (
     TableNotFound,
     TransientError,
 )
+from etl_worker.network import libpq_parameters
 
 APPLICATION_NAME = "etl-worker"
 
@@ -36,15 +39,29 @@ _TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "5
 _DATA_SQLSTATE_CLASSES = {"22", "23"}
 
 
-def connect(url: str, *, autocommit: bool = True, connect_timeout: int = 10) -> psycopg.Connection:
-    """A psycopg connection; a clear `ServiceUnavailable` when nothing answers."""
+def conninfo(url: str, network_timeout: float, **overrides: Any) -> str:
+    """The libpq conninfo for `url` with the keepalive and timeout parameters that give up
+    on a silent server within `network_timeout` (network.py), except those the URL sets
+    itself (an operator's explicit choice wins), then `overrides`."""
+    given = conninfo_to_dict(url)
+    params = {k: v for k, v in libpq_parameters(network_timeout).items() if k not in given}
+    return make_conninfo(url, **(params | overrides))
+
+
+def connect(
+    url: str,
+    *,
+    autocommit: bool = True,
+    connect_timeout: int | None = None,
+    network_timeout: float = defaults.NETWORK_TIMEOUT,
+) -> psycopg.Connection:
+    """A psycopg connection that gives up on a silent server within `network_timeout`; a
+    clear `ServiceUnavailable` when nothing answers."""
+    overrides: dict[str, Any] = {"application_name": APPLICATION_NAME}
+    if connect_timeout is not None:
+        overrides["connect_timeout"] = connect_timeout
     try:
-        return psycopg.connect(
-            url,
-            autocommit=autocommit,
-            connect_timeout=connect_timeout,
-            application_name=APPLICATION_NAME,
-        )
+        return psycopg.connect(conninfo(url, network_timeout, **overrides), autocommit=autocommit)
     except psycopg.OperationalError as exc:
         raise ServiceUnavailable(
             f"cannot connect to Postgres at {redact_url(url)}: {first_line(exc)} "
@@ -52,12 +69,13 @@ def connect(url: str, *, autocommit: bool = True, connect_timeout: int = 10) -> 
         ) from exc
 
 
-def adbc_connect(url: str) -> Any:
-    """An ADBC DB-API connection (autocommit off) for reading and writing partitions."""
+def adbc_connect(url: str, *, network_timeout: float = defaults.NETWORK_TIMEOUT) -> Any:
+    """An ADBC DB-API connection (autocommit off) for reading and writing partitions. ADBC
+    hands the conninfo to libpq, so it takes the same keepalive and timeout parameters."""
     import adbc_driver_postgresql.dbapi as adbc
 
     try:
-        return adbc.connect(url)
+        return adbc.connect(conninfo(url, network_timeout))
     except adbc.Error as exc:
         raise ServiceUnavailable(
             f"cannot connect to Postgres at {redact_url(url)}: {first_line(exc)}"

@@ -1,4 +1,5 @@
-"""Documented default values. `config.Settings` is built from these; nothing else reads them.
+"""Documented default values. `config.Settings` is built from these; nothing else reads them,
+except `db.py`, which gives connections made without Settings the default NETWORK_TIMEOUT.
 
 The timing defaults keep the order the Redis transport needs (see docs/reliability.md):
 task time limit < visibility timeout < sweep-after, and a lease far shorter than all three,
@@ -36,6 +37,13 @@ SWEEP_AFTER_MARGIN = 600
 #: Seconds between sweeps (etl-sweep --watch, etl-enqueue --wait, the beat schedule). A dead
 #: node's partitions are re-enqueued within LEASE_SECONDS + SWEEP_INTERVAL of its death.
 SWEEP_INTERVAL = 30.0
+#: A connection whose peer has gone silent (a network partition drops packets: no FIN, no
+#: RST) is given up within about this many seconds, on every connection: Postgres (control,
+#: data, the heartbeat's own) and Redis. network.py turns it into TCP keepalives, a TCP user
+#: timeout and connect/command timeouts. A quarter of LEASE_SECONDS, so a heartbeat stuck on
+#: a dead socket reconnects and renews long before its lease lapses, and a worker cut off
+#: from Redis or Postgres stops holding its pool process for the task time limit.
+NETWORK_TIMEOUT = 15.0
 #: Attempts (deliveries that started the work) before a partition is marked failed. Bounds
 #: the kill/requeue loop of a partition that always gets its process OOM-killed.
 MAX_ATTEMPTS = 4

@@ -20,10 +20,15 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """One per pool process; its own connection, so renewals never wait on the data path."""
 
-    def __init__(self, database_url: str, schema: str, lease_seconds: float) -> None:
+    def __init__(
+        self, database_url: str, schema: str, lease_seconds: float, *, network_timeout: float
+    ) -> None:
         self._url = database_url
         self._schema = schema
         self._lease = lease_seconds
+        # A renewal stuck on a dead socket fails after this, in time to reconnect and renew
+        # before the lease lapses (Settings.heartbeat_network_timeout).
+        self._network_timeout = network_timeout
         self._lock = threading.Lock()
         self._current: tuple[int, str] | None = None
         self._wake = threading.Event()
@@ -49,11 +54,15 @@ class Heartbeat:
             if current is not None:
                 self._renew(*current)
 
+    def connection(self) -> psycopg.Connection:
+        """The heartbeat's own connection, opened on first use and after a failure."""
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._url, network_timeout=self._network_timeout)
+        return self._conn
+
     def _renew(self, part_id: int, owner: str) -> None:
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self._url, connect_timeout=5)
-            if not Audit(self._conn, self._schema).renew_lease(part_id, owner, self._lease):
+            if not Audit(self.connection(), self._schema).renew_lease(part_id, owner, self._lease):
                 log.warning("partition %s: lease is no longer ours (%s)", part_id, owner)
         except Exception as exc:  # keep beating: the database may come back
             log.warning("partition %s: lease renewal failed: %s", part_id, first_line(exc))

@@ -188,6 +188,8 @@ def _record_failure(
     settings = ctx.settings
     error = _explain(ctx, run_id, key, retry.classify(exc))
     if isinstance(error, TransientError):
+        # Said at once: recording the retry may take a while when the database is away.
+        log.warning("partition %s: transient error, will retry: %s", key.label, error)
         ctx.reset_connections()
         if retry.should_retry(error, retries, settings):
             countdown = retry.backoff(retries, settings)

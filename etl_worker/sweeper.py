@@ -238,7 +238,8 @@ class PeriodicSweep:
             return None
         self._last = now
         try:
-            with connect(self.settings.database_url) as conn:
+            url, timeout = self.settings.database_url, self.settings.network_timeout
+            with connect(url, network_timeout=timeout) as conn:
                 result = sweep(self.settings, conn, run_id=self.run_id, app=self.app)
         except Exception as exc:  # broker or database blip: the next sweep tries again
             log.warning("sweep failed (will retry): %s", first_line(exc))
