@@ -23,21 +23,33 @@ from tests.support.services import wait_until
 
 class RedisServer:
     """redis-server on a free port; `persistent` means an append-only file fsynced on every
-    write (so a crash loses nothing), otherwise no persistence at all."""
+    write (so a crash loses nothing), otherwise no persistence at all. It listens on
+    127.0.0.1 and on `addresses` (a test network's own, tests/support/netns.py)."""
 
-    def __init__(self, directory: Path, *, persistent: bool, password: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        persistent: bool,
+        password: str | None = None,
+        addresses: tuple[str, ...] = (),
+    ) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.persistent = persistent
         self.password = password
+        self.addresses = addresses
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
     def url(self) -> str:
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, address: str) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{address}:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_connect_timeout=2)
@@ -49,6 +61,10 @@ class RedisServer:
             else ["--appendonly", "no", "--save", ""]
         )
         auth = ["--requirepass", self.password] if self.password else []
+        # Without a password Redis answers only loopback clients unless told otherwise; the
+        # other addresses are a test network's, reachable from its namespaces alone.
+        if self.addresses and not self.password:
+            auth += ["--protected-mode", "no"]
         self.process = subprocess.Popen(
             [
                 "redis-server",
@@ -56,6 +72,7 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
+                *self.addresses,
                 "--dir",
                 str(self.directory),
                 "--logfile",
@@ -95,9 +112,11 @@ def _pg_bin() -> Path:
 
 class PostgresCluster:
     """A throwaway PostgreSQL cluster (initdb) on a free port, with fsync off: it is there
-    to be restarted and thrown away, not to keep data."""
+    to be restarted and thrown away, not to keep data. It listens on 127.0.0.1 and on
+    `addresses`, trusting clients of `clients` (a test network's subnet, netns.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, addresses: tuple[str, ...] = (), clients: str | None = None) -> None:
+        self.addresses = addresses
         self.root = Path(tempfile.mkdtemp(prefix="etl-test-pg-"))
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
@@ -105,12 +124,15 @@ class PostgresCluster:
         self.port = free_port()
         self._bin = _pg_bin()
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        if clients:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {clients} trust\n")
         self.start()
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute("CREATE DATABASE etl")
 
-    def url(self, database: str = "etl") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "etl", address: str = "127.0.0.1") -> str:
+        return f"postgresql://postgres@{address}:{self.port}/{database}"
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(
@@ -121,10 +143,18 @@ class PostgresCluster:
         )
 
     def start(self) -> None:
+        listen = ",".join(("127.0.0.1", *self.addresses))
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.root} -c listen_addresses={listen} -c fsync=off "
             "-c max_connections=50"
         )
+        if self.addresses:
+            # The server's side of a link cut by dropping packets: end a silent client's
+            # session (and its locks) within seconds, as docs/reliability.md advises.
+            options += (
+                " -c tcp_keepalives_idle=1 -c tcp_keepalives_interval=1"
+                " -c tcp_keepalives_count=2 -c tcp_user_timeout=3000"
+            )
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w",
             "start",
