@@ -188,10 +188,10 @@ def _record_failure(
     settings = ctx.settings
     error = _explain(ctx, run_id, key, retry.classify(exc))
     if isinstance(error, TransientError):
-        # Said at once: recording the retry may take a while when the database is away.
-        log.warning("partition %s: transient error, will retry: %s", key.label, error)
         ctx.reset_connections()
         if retry.should_retry(error, retries, settings):
+            # Said at once: recording the retry may take a while when the database is away.
+            log.warning("partition %s: transient error, will retry: %s", key.label, error)
             countdown = retry.backoff(retries, settings)
             # Recording the retry also gives the lease back, so the next delivery starts at
             # once instead of deferring to this attempt's lease. The database may be coming
