@@ -23,6 +23,11 @@ def _named(filename: str) -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
+def named_queries() -> dict[str, str]:
+    """Every named query's text, `{schema}` unbound (the benchmark names statements by it)."""
+    return dict(_named("queries.sql"))
+
+
 @cache
 def query(name: str, schema: str) -> sql.Composed:
     """The named query from queries.sql with {schema} bound to the quoted audit schema."""

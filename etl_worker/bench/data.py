@@ -76,6 +76,34 @@ def ensure_raw_table(
     return describe_table(database_url, name)
 
 
+def ensure_uniform_table(
+    database_url: str, table: str, *, partitions: int, rows_per_partition: int, seed: int
+) -> RawTable:
+    """Generated rows, every partition the same size: `partitions` zips ('00000', ...) of
+    `rows_per_partition` rows each (the generator's zips are Zipf-skewed, which would hide
+    the per-partition cost behind a few big ones). Made once, like the raw table."""
+    rows = partitions * rows_per_partition
+    name = TableName.parse(table)
+    marker = _marker(rows, partitions, seed) + " uniform"
+    with connect(database_url) as conn:
+        current = table_comment(conn, name) if table_exists(conn, name) else None
+    if current != marker:
+        seed_raw_table(database_url, rows=rows, zips=partitions, seed=seed, table=table)
+        zip_code = sql.Identifier(PARTITION_COLUMN)
+        with connect(database_url) as conn:
+            conn.execute(
+                sql.SQL("UPDATE {} SET {} = lpad(((id - 1) % {})::text, 5, '0')").format(
+                    name.ident, zip_code, sql.Literal(partitions)
+                )
+            )
+            conn.execute(sql.SQL("VACUUM FULL {}").format(name.ident))
+            conn.execute(sql.SQL("ANALYZE {}").format(name.ident))
+            conn.execute(
+                sql.SQL("COMMENT ON TABLE {} IS {}").format(name.ident, sql.Literal(marker))
+            )
+    return describe_table(database_url, name)
+
+
 def describe_table(database_url: str, name: TableName) -> RawTable:
     with connect(database_url) as conn:
         column = find_column(table_columns(conn, name), PARTITION_COLUMN, name)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import redis
@@ -22,25 +23,20 @@ from etl_worker import producer
 from etl_worker.bench.data import PARTITION_COLUMN, RawTable
 from etl_worker.bench.measure import (
     Line,
-    difference,
+    Server,
     drop_tables,
     fresh_target,
     sampled,
     tables_match,
 )
+from etl_worker.bench.pool import IDENTITY, check_output
+from etl_worker.bench.wire import RoundTripRelay
 from etl_worker.config import Settings
-from etl_worker.context import WorkerContext
 from etl_worker.db import TableName, connect
 from etl_worker.devtools.demo import local_workers, settings_env
 from etl_worker.errors import EtlError
-from etl_worker.extract import predicate, read_arrow, select_sql
-from etl_worker.frames import to_frame
-from etl_worker.load import ingest, to_arrow
-from etl_worker.partition import PartitionKey
 from etl_worker.reporting.progress import wait_for_run
 
-IDENTITY = "etl_worker.transforms:identity"
-CLEAN = "etl_worker.transforms:clean_companies"
 #: How long a benchmark run may take before the benchmark gives up on it.
 RUN_TIMEOUT = 3600.0
 
@@ -50,6 +46,7 @@ class Fleet:
     """Running workers: their settings and their pool processes' idle memory."""
 
     settings: Settings
+    server: Server
     pool_pids: list[int]
     idle_rss: int
     main_pid: int
@@ -84,33 +81,43 @@ def _wait_ready(worker: subprocess.Popen[bytes], log_path: Path, procs: int) -> 
 
 
 @contextmanager
-def fleet(settings: Settings, procs: int, log_path: Path) -> Iterator[Fleet]:
-    """One `celery worker -c procs` on the settings' queue, ready before this yields."""
+def fleet(
+    settings: Settings, server: Server, procs: int, log_path: Path, worker_url: str = ""
+) -> Iterator[Fleet]:
+    """One `celery worker -c procs` on the settings' queue, ready before this yields. The
+    workers reach Postgres at `worker_url` when given (a relay), the benchmark directly."""
     log_path.unlink(missing_ok=True)
+    worker_settings = settings.replace(database_url=worker_url) if worker_url else settings
     try:
-        with local_workers(settings, procs, log_path) as worker:
+        with local_workers(worker_settings, procs, log_path) as worker:
             pids = _wait_ready(worker, log_path, procs)
             idle = min(psutil.Process(p).memory_info().rss for p in pids)
-            yield Fleet(settings, pids, idle, worker.pid)
+            yield Fleet(settings, server, pids, idle, worker.pid)
     finally:
         delete_redis_prefix(settings.broker_url, settings.redis_key_prefix)
 
 
 def run_through_fleet(
-    workers: Fleet, raw: TableName, target: TableName, transform: str
+    workers: Fleet,
+    raw: TableName,
+    target: TableName,
+    transform: str,
+    zips: Sequence[str | None] | None = None,
 ) -> tuple[float, Any, dict[str, Any]]:
-    """Enqueue every partition of `raw` and wait for the last one. Returns the seconds from
-    the start of enqueueing to the last `finished_at`, the sampler's usage, and the run's
-    status as JSON."""
+    """Enqueue every partition of `raw` (or `zips`) and wait for the last one. Returns the
+    seconds from the start of enqueueing to the last `finished_at`, the sampler's usage,
+    and the run's status as JSON."""
     settings = workers.settings.replace(
         raw_table=str(raw), target_table=str(target), transform=transform
     )
     fresh_target(settings.database_url, raw, target, PARTITION_COLUMN)
-    with sampled(settings.database_url, workers.pids) as sampler:
+    with sampled(workers.server, workers.pids) as sampler:
         started = time.time()
-        result = producer.enqueue_run(settings)
+        result = producer.enqueue_run(settings, zips=zips)
+        # The finish time comes from the audit rows: polling slower costs no precision,
+        # and puts less of the benchmark's own load on the Postgres being measured.
         status = wait_for_run(
-            settings, result.run_id, poll_seconds=0.2, timeout=RUN_TIMEOUT, show=False
+            settings, result.run_id, poll_seconds=0.5, timeout=RUN_TIMEOUT, show=False
         )
     with connect(settings.database_url) as conn:
         row = conn.execute(
@@ -131,20 +138,21 @@ def run_through_fleet(
 
 
 def transform_line(
-    workers: Fleet, raw: RawTable, transform: str, name: str, reference_zips: int
+    workers: Fleet, raw: RawTable, transform: str, name: str, reference: int
 ) -> Line:
     """One etl-worker line: the whole table through the fleet with `transform`."""
     target = TableName(f"bench_etl_{transform.rsplit(':', 1)[1]}")
     seconds, usage, report = run_through_fleet(workers, raw.table, target, transform)
-    url = workers.settings.database_url
-    if transform == IDENTITY:
-        exact = tables_match(url, raw.table, target)
-        check = "target EXCEPT ALL raw, both ways"
-    else:
-        exact = report["rows_written"] == raw.rows and reference_matches(
-            workers.settings, raw, target, report["run_id"], reference_zips
-        )
-        check = f"{reference_zips} zips against the transform applied in-process"
+    exact, check = check_output(
+        workers.server,
+        workers.settings,
+        raw,
+        target,
+        transform,
+        report["rows_written"],
+        reference,
+    )
+    drop_tables(workers.server.url, target)
     return Line(
         name,
         seconds,
@@ -155,44 +163,6 @@ def transform_line(
         usage=usage,
         extra={"status": report},
     )
-
-
-def reference_zips(raw: RawTable, count: int) -> list[str]:
-    """The biggest zip and then zips spread over the size range."""
-    keys = sorted((k for k in raw.sizes if k), key=lambda k: -raw.sizes[k])
-    step = max(1, len(keys) // max(1, count))
-    return list(dict.fromkeys([keys[0], *keys[::step]]))[:count]
-
-
-def reference_matches(
-    settings: Settings, raw: RawTable, target: TableName, run_id: str, count: int
-) -> bool:
-    """The transform applied in this process, without downcasting, to a few zips, written
-    to a scratch table: the fleet's output for those zips must be the same multiset."""
-    url = settings.database_url
-    zips = reference_zips(raw, count)
-    scratch = TableName("bench_reference")
-    fresh_target(url, raw.table, scratch, PARTITION_COLUMN)
-    ctx = WorkerContext(settings)
-    try:
-        run = ctx.prepared(run_id)  # the run's own tables and transform
-        cur = ctx.adbc.cursor()
-        for zip_code in zips:
-            where, params = predicate(PartitionKey(zip_code), run.partition_column)
-            query = ctx.audit.bind(select_sql(run.raw, where), params)
-            table = read_arrow(ctx.adbc, query, run.raw_columns)
-            ingest(cur, scratch, to_arrow(run.transform(to_frame(table)), run.target_schema))
-            ctx.adbc.commit()  # before the next read, which ends its transaction
-        cur.close()
-    finally:
-        ctx.close()
-    chosen = sql.SQL("(SELECT * FROM {} WHERE {} = ANY({})) s").format(
-        target.ident, sql.Identifier(PARTITION_COLUMN), sql.Literal(zips)
-    )
-    with connect(url) as conn:
-        matched = difference(conn, chosen, scratch.ident) == (0, 0)
-    drop_tables(url, scratch)
-    return matched
 
 
 def fixed_cost_line(workers: Fleet, onerow: RawTable) -> Line:
@@ -220,6 +190,75 @@ def fixed_cost_line(workers: Fleet, onerow: RawTable) -> Line:
     )
 
 
+def small_partitions_line(workers: Fleet, small: RawTable) -> Line:
+    """Thousands of small partitions (tens of rows, every column of the demo table): what
+    the per-partition round trips and bookkeeping cost when there is little data to move."""
+    target = TableName("bench_etl_small")
+    seconds, usage, report = run_through_fleet(workers, small.table, target, IDENTITY)
+    exact = tables_match(workers.server.url, small.table, target)
+    drop_tables(workers.server.url, target)
+    partitions = int(report["total"])
+    rate = partitions / seconds if seconds else 0.0
+    mean = small.rows / max(1, len(small.sizes))
+    return Line(
+        "small partitions",
+        seconds,
+        small.rows,
+        exact,
+        f"{partitions:,} partitions of {mean:,.0f} rows, identity: {rate:,.1f} partitions/s "
+        f"with {len(workers.pool_pids)} processes",
+        usage=usage,
+        extra={"status": report, "partitions": partitions, "partitions_per_second": rate},
+    )
+
+
+def count_round_trips(
+    settings: Settings,
+    server: Server,
+    procs: int,
+    small: RawTable,
+    log_path: Path,
+    partitions: int = 200,
+    warm_up: int = 20,
+) -> dict[str, Any]:
+    """Round trips per partition between the workers and Postgres, counted on the wire
+    (wire.py) over `partitions` partitions of the small table, after a warm-up run that
+    opens the connections. The count includes the per-run set-up (a new run's tables and
+    types, once per process), spread over the partitions."""
+    keys = sorted(k for k in small.sizes if k)
+    cluster = urlsplit(server.url)
+    target = TableName("bench_etl_roundtrips")
+    with RoundTripRelay(cluster.hostname or "127.0.0.1", cluster.port or 5432) as relay:
+        url = relay.url(cluster.path.lstrip("/"))
+        with fleet(settings, server, procs, log_path, worker_url=url) as workers:
+            run_through_fleet(workers, small.table, target, IDENTITY, keys[:warm_up])
+            before = relay.round_trips
+            _, _, report = run_through_fleet(
+                workers, small.table, target, IDENTITY, keys[warm_up : warm_up + partitions]
+            )
+            counted = relay.round_trips - before
+    drop_tables(server.url, target)
+    done = int(report["total"])
+    return {
+        "partitions": done,
+        "round_trips": counted,
+        "per_partition": counted / done if done else 0.0,
+    }
+
+
+def status_seconds(settings: Settings, run_id: str) -> float:
+    """`etl-status RUN_ID` as a user runs it (a new process), timed."""
+    command = [str(Path(sys.executable).with_name("etl-status")), run_id]
+    started = time.perf_counter()
+    done = subprocess.run(
+        command, env=settings_env(settings), capture_output=True, text=True, check=False
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise EtlError(f"etl-status failed in the benchmark: {done.stderr.strip()[-500:]}")
+    return seconds
+
+
 def enqueue_line(settings: Settings, table: RawTable) -> Line:
     """`etl-enqueue --all-zips` over tens of thousands of partitions, as a user runs it
     (a new process: imports, checks, listing, audit inserts, publishing), with no worker
@@ -241,11 +280,12 @@ def enqueue_line(settings: Settings, table: RawTable) -> Line:
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            raise EtlError(f"etl-enqueue failed in the benchmark: {done.stderr.strip()[-500:]}")
+        status = status_seconds(quiet, done.stdout.strip().splitlines()[0])
     finally:
         delete_redis_prefix(settings.broker_url, tag)
         drop_tables(settings.database_url, TableName("bench_enqueue_target"))
-    if done.returncode != 0:
-        raise EtlError(f"etl-enqueue failed in the benchmark: {done.stderr.strip()[-500:]}")
     # "enqueued 40,002 partitions in 3.12s (...)": the publishing part alone.
     publish = float(done.stderr.split(" partitions in ", 1)[1].split("s", 1)[0])
     return Line(
@@ -253,9 +293,14 @@ def enqueue_line(settings: Settings, table: RawTable) -> Line:
         seconds,
         table.rows,
         None,
-        f"etl-enqueue --all-zips, {table.rows:,} partitions, as a new process; "
-        f"publishing alone {publish:.2f} s",
-        extra={"partitions": len(table.sizes), "publish_seconds": publish},
+        f"etl-enqueue --all-zips, {len(table.sizes):,} partitions of {table.rows:,} rows "
+        f"(listing included), as a new process; publishing alone {publish:.2f} s; "
+        f"etl-status on the run ({len(table.sizes):,} queued partitions) {status:.2f} s",
+        extra={
+            "partitions": len(table.sizes),
+            "publish_seconds": publish,
+            "status_seconds": status,
+        },
     )
 
 

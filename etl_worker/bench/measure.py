@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.pool
+import resource
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,29 @@ import psutil
 import psycopg
 from psycopg import sql
 
+from etl_worker.bench import statements as stmts
 from etl_worker.db import TableName, connect, table_exists
 from etl_worker.producer import create_target
+
+
+@dataclass(frozen=True)
+class Server:
+    """The Postgres the benchmark measures on."""
+
+    url: str
+    #: The server's processes when they all work for the benchmark (its own cluster);
+    #: None on a shared server, where every postgres process on the machine is counted.
+    processes: Callable[[], set[int]] | None = None
+    #: pg_stat_statements is loaded: each line gets its statements by kind.
+    classifier: stmts.Classifier | None = None
+
+    @property
+    def own(self) -> bool:
+        return self.processes is not None
+
+    def at(self, url: str) -> Server:
+        """The same server reached at another URL (another database, a relay)."""
+        return Server(url, self.processes, self.classifier)
 
 
 @dataclass
@@ -25,7 +47,8 @@ class Usage:
     """CPU and disk I/O spent during one measurement, from /proc (via psutil)."""
 
     wall_seconds: float = 0.0
-    #: CPU seconds of every postgres process on the machine (the server is shared).
+    #: CPU seconds of the server's processes: the benchmark's own cluster, or every
+    #: postgres process on the machine when the server is shared.
     postgres_cpu: float = 0.0
     #: ... of the backends connected to the benchmark's database only.
     bench_backends_cpu: float = 0.0
@@ -34,9 +57,12 @@ class Usage:
     #: CPU seconds the whole machine was busy (all processes, all cores).
     machine_busy_cpu: float = 0.0
     #: CPU seconds of the client processes doing the line's work (pool processes, Celery
-    #: worker and its pool): the Python side of the cost.
+    #: worker and its pool, psql): the other side of the cost.
     client_cpu: float = 0.0
     cores: int = field(default_factory=lambda: psutil.cpu_count() or 1)
+    #: The server is the benchmark's own: postgres_cpu is the benchmark's alone.
+    own_server: bool = False
+    statements: stmts.Statements | None = None
 
     def share(self, cpu_seconds: float) -> float:
         """Share of the machine's cores over the wall time."""
@@ -54,11 +80,15 @@ class Line:
     note: str = ""
     #: The seconds (and rows/s) were measured on a subset and scaled to the whole table.
     extrapolated: bool = False
+    #: The line failed: `seconds` is how long it took to fail, there is no throughput.
+    time_to_fail: bool = False
     usage: Usage | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
+        if self.time_to_fail:
+            return 0.0
         return self.rows / self.seconds if self.seconds else 0.0
 
 
@@ -66,10 +96,9 @@ class Sampler:
     """Samples the CPU and I/O counters of postgres processes every `interval` seconds, so
     backends that exit before the end still count (up to their last sample)."""
 
-    def __init__(
-        self, database_url: str, clients: Iterable[int] = (), interval: float = 0.2
-    ) -> None:
-        self.database_url = database_url
+    def __init__(self, server: Server, clients: Iterable[int] = (), interval: float = 0.2) -> None:
+        self.server = server
+        self.database_url = server.url
         self.clients = list(clients)
         self.interval = interval
         self._primed = False
@@ -80,11 +109,21 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
         self._monitor: psycopg.Connection | None = None
 
+    def _server_processes(self) -> Iterator[psutil.Process]:
+        if self.server.processes is not None:
+            for pid in self.server.processes():
+                try:
+                    yield psutil.Process(pid)
+                except psutil.NoSuchProcess:
+                    continue
+            return
+        for proc in psutil.process_iter(["name"]):
+            if proc.info["name"] == "postgres":
+                yield proc
+
     def _counters(self) -> dict[int, tuple[float, int, int]]:
         seen: dict[int, tuple[float, int, int]] = {}
-        for proc in psutil.process_iter(["name"]):
-            if proc.info["name"] != "postgres":
-                continue
+        for proc in self._server_processes():
             try:
                 cpu = proc.cpu_times()
                 io = proc.io_counters()
@@ -120,21 +159,27 @@ class Sampler:
     def __enter__(self) -> Sampler:
         self._monitor = connect(self.database_url)
         self._own_pid = self._monitor.info.backend_pid
+        if self.server.classifier is not None:
+            stmts.reset(self._monitor)
         self._machine = psutil.cpu_times()
-        self._started = time.perf_counter()
+        self.started = time.perf_counter()
         self._sample()
         self._clients_before = self._client_cpu()
         self._thread.start()
         return self
 
     def _client_cpu(self) -> float:
-        total = 0.0
+        # Children started and reaped inside the block (psql) count through rusage; the
+        # `clients` outlive it and are read from /proc.
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = reaped.ru_utime + reaped.ru_stime
         for pid in self.clients:
             try:
                 cpu = psutil.Process(pid).cpu_times()
             except psutil.NoSuchProcess:
                 continue
-            total += cpu.user + cpu.system
+            # With what their own reaped children spent (a pool process's psql pair).
+            total += cpu.user + cpu.system + cpu.children_user + cpu.children_system
         return total
 
     def __exit__(self, *exc: object) -> None:
@@ -142,14 +187,17 @@ class Sampler:
         self._thread.join()
         self._sample()
         self.client = self._client_cpu() - self._clients_before
-        self.wall = time.perf_counter() - self._started
+        self.wall = time.perf_counter() - self.started
         machine = psutil.cpu_times()
         self.machine_busy = sum(
             getattr(machine, f) - getattr(self._machine, f)
             for f in ("user", "system", "nice", "irq", "softirq")
             if hasattr(machine, f)
         )
+        self.statements = None
         if self._monitor is not None:
+            if self.server.classifier is not None:
+                self.statements = stmts.collect(self._monitor, self.server.classifier)
             self._monitor.close()
 
     def usage(self) -> Usage:
@@ -166,16 +214,18 @@ class Sampler:
             postgres_write_bytes=int(sum(d[2] for d in deltas.values())),
             machine_busy_cpu=self.machine_busy,
             client_cpu=self.client,
+            own_server=self.server.own,
+            statements=self.statements,
         )
 
 
 @contextmanager
-def sampled(database_url: str, clients: Iterable[int] | None = None) -> Iterator[Sampler]:
+def sampled(server: Server, clients: Iterable[int] | None = None) -> Iterator[Sampler]:
     """Time a block and sample what Postgres and the `clients` processes (default: this
     process's children, e.g. a pool) spent on it; read `.usage()` afterwards."""
     if clients is None:
         clients = [c.pid for c in multiprocessing.active_children() if c.pid is not None]
-    with Sampler(database_url, clients) as sampler:
+    with Sampler(server, clients) as sampler:
         yield sampler
 
 
@@ -213,9 +263,11 @@ def tables_match(database_url: str, left: TableName, right: TableName) -> bool:
 
 
 @contextmanager
-def process_pool(procs: int) -> Iterator[multiprocessing.pool.Pool]:
+def process_pool(
+    procs: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
+) -> Iterator[multiprocessing.pool.Pool]:
     """`procs` forked worker processes, all started before the caller's clock starts."""
-    pool = multiprocessing.get_context("fork").Pool(procs)
+    pool = multiprocessing.get_context("fork").Pool(procs, initializer, initargs)
     try:
         yield pool
     finally:

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from etl_worker.bench import scaling, targets
 from etl_worker.bench.measure import Line
 from etl_worker.bench.runner import BenchResult
+from etl_worker.bench.statements import Statements
 
-#: The issue's targets, checked against the measured numbers.
-PIPE_SHARE_TARGET = 0.4
-SEED_SPEEDUP_TARGET = 20.0
-FIXED_COST_TARGET_MS = 10.0
-ENQUEUE_TARGET_SECONDS = 5.0
-DOWNCAST_TARGET = 0.5
-RSS_TARGET_FACTOR = 3.0
-
-PIPE = "COPY pipe floor"
-SEED = "seed-style script, no index"
-SEED_INDEXED = "seed-style script"
-IDENTITY = "etl-worker, identity"
+PIPE_SHARE_TARGET = targets.PIPE_SHARE_TARGET
+PIPE = targets.PIPE
 
 
 def _mb(n: float) -> str:
@@ -37,95 +30,143 @@ def _exact(value: bool | None) -> str:
 
 
 def _ratio(line: Line, pipe: Line | None) -> str:
-    if pipe is None or not pipe.rows_per_second:
+    if pipe is None or not pipe.rows_per_second or line.time_to_fail:
         return "-"
     return f"{line.rows_per_second / pipe.rows_per_second:.2f}"
 
 
-def _pg_share(line: Line) -> str:
-    if line.usage is None:
-        return "-"
-    return f"{line.usage.share(line.usage.postgres_cpu):.0%}"
+def _pg_cpu(line: Line) -> str:
+    cpu = targets.postgres_cpu_per_million(line)
+    return "-" if cpu is None else f"{cpu:.2f}"
 
 
 def main_table(result: BenchResult) -> list[str]:
     pipe = result.line(PIPE)
     megabytes = result.raw.megabytes
     rows = [
-        "| line | seconds | rows/s | MB/s | × COPY pipe | exact | Postgres CPU | how |",
+        "| line | seconds | rows/s | MB/s | × COPY pipe | exact | Postgres CPU s / 1M rows | how |",
         "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     for line in result.lines:
+        if line.time_to_fail:
+            rows.append(
+                f"| {line.name} (time to fail) | fails after {line.seconds:,.1f} | fails | - | "
+                f"- | {_exact(line.exact)} | - | {_cell(line.note)} |"
+            )
+            continue
         mark = " (extrapolated)" if line.extrapolated else ""
         rows.append(
             f"| {line.name}{mark} | {line.seconds:,.1f} | {line.rows_per_second:,.0f} | "
             f"{megabytes / line.seconds if line.seconds else 0:,.1f} | {_ratio(line, pipe)} | "
-            f"{_exact(line.exact)} | {_pg_share(line)} | {_cell(line.note)} |"
+            f"{_exact(line.exact)} | {_pg_cpu(line)} | {_cell(line.note)} |"
         )
     return rows
 
 
-def targets(result: BenchResult) -> list[tuple[str, str, bool | None]]:
-    """(target, measured, met) for each of the issue's targets; None = for comparison."""
-    pipe, seed, ident = result.line(PIPE), result.line(SEED), result.line(IDENTITY)
-    indexed = result.line(SEED_INDEXED)
-    checks: list[tuple[str, str, bool | None]] = []
-    if pipe and ident:
-        share = ident.rows_per_second / pipe.rows_per_second
-        checks.append(
-            (
-                f"identity ≥ {PIPE_SHARE_TARGET} × COPY pipe",
-                f"{share:.2f}",
-                share >= PIPE_SHARE_TARGET,
+def statements_section(result: BenchResult) -> list[str]:
+    """Where Postgres' time went, by statement kind, for each line that has statements."""
+    lines = [line for line in [*result.lines, result.small] if line and _statements(line)]
+    if not lines:
+        return []
+    out = [
+        "## Where Postgres' time goes (pg_stat_statements)",
+        "",
+        "Execution time inside Postgres per statement kind (`total_exec_time`, summed over the "
+        "line's statements; the server's CPU per row is in the main table), per 1M rows, and "
+        "calls per task. ADBC runs queries that return rows as `COPY (query) TO STDOUT`: the "
+        "query inside names the kind.",
+        "",
+    ]
+    for line in lines:
+        found = _statements(line)
+        assert found is not None
+        rows = line.extra.get("measured_rows", line.rows) / 1e6
+        tasks = int(line.extra.get("status", {}).get("total") or line.extra.get("tasks") or 0)
+        evicted = f" ({found.evicted:,} entries evicted: incomplete)" if found.evicted else ""
+        out += [
+            f"**{line.name}**: {found.exec_ms / 1000:,.2f} s in {found.calls:,} statements"
+            f"{evicted}",
+            "",
+            "| statement kind | calls | calls per task | exec ms / 1M rows | share | "
+            "WAL MB / 1M rows |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for kind in found.kinds:
+            per_task = f"{kind.calls / tasks:.2f}" if tasks else "-"
+            share = kind.exec_ms / found.exec_ms if found.exec_ms else 0.0
+            out.append(
+                f"| {_cell(kind.kind)} | {kind.calls:,} | {per_task} | "
+                f"{kind.exec_ms / rows:,.1f} | {share:.0%} | {kind.wal_bytes / 1e6 / rows:,.1f} |"
             )
-        )
-    for baseline, goal in ((seed, SEED_SPEEDUP_TARGET), (indexed, None)):
-        if baseline and ident:
-            speedup = ident.rows_per_second / baseline.rows_per_second
-            label = (
-                f"identity ≥ {goal:.0f} × {baseline.name}"
-                if goal
-                else f"identity vs {baseline.name}"
-            )
-            checks.append((label, f"{speedup:.1f} ×", None if goal is None else speedup >= goal))
-    if result.fixed_cost:
-        ms = result.fixed_cost.extra["ms_per_partition"]
-        checks.append(
-            (
-                f"fixed cost ≤ {FIXED_COST_TARGET_MS:.0f} ms / partition",
-                f"{ms:.2f} ms",
-                ms <= FIXED_COST_TARGET_MS,
-            )
-        )
-    if result.enqueue:
-        seconds, n = result.enqueue.seconds, result.enqueue.extra["partitions"]
-        checks.append(
-            (
-                f"enqueue {n:,} tasks ≤ {ENQUEUE_TARGET_SECONDS:.0f} s",
-                f"{seconds:.2f} s",
-                seconds <= ENQUEUE_TARGET_SECONDS,
-            )
-        )
-    if result.frames:
-        f = result.frames
-        ok = f.saved_vs_object >= DOWNCAST_TARGET and f.lossless
-        checks.append(
-            (
-                f"downcasting saves ≥ {DOWNCAST_TARGET:.0%} (vs object dtype), losslessly",
-                f"{f.saved_vs_object:.0%}, lossless={f.lossless}",
-                ok,
-            )
-        )
-    for name, mem in result.memory.get("lines", {}).items():
-        warm = _mb(result.memory["baseline_rss_bytes"])
-        checks.append(
-            (
-                f"{name}: peak RSS ≤ {RSS_TARGET_FACTOR:.0f} × largest frame + warm process",
-                f"{mem['ratio']:.2f} × (+ {warm})",
-                bool(mem["within_target"]),
-            )
-        )
-    return checks
+        out.append("")
+    return out
+
+
+def _statements(line: Line) -> Statements | None:
+    return line.usage.statements if line.usage else None
+
+
+def small_partitions_section(result: BenchResult) -> list[str]:
+    if result.small is None:
+        return []
+    out = ["## Small partitions and round trips", "", result.small.note + "."]
+    rt = result.round_trips
+    if rt:
+        out += [
+            "",
+            f"Round trips between the workers and Postgres: **{rt['per_partition']:.1f} per "
+            f"partition**, counted on the wire (a relay counts every turn from client bytes "
+            f"to server bytes on the workers' connections) over {rt['partitions']:,} small "
+            f"partitions after a warm-up run; {rt['round_trips']:,} in all. The statements "
+            "behind them are in the pg_stat_statements table of the small-partitions line "
+            "(calls per task).",
+        ]
+    return [*out, ""]
+
+
+def profile_section(result: BenchResult) -> list[str]:
+    if not result.profiles:
+        return []
+    first = result.profiles[0]
+    steps = list(dict.fromkeys(s for p in result.profiles for s in p.steps))
+    names = [p.transform.rsplit(":", 1)[1] for p in result.profiles]
+    out = [
+        "## Where a 10,000-row partition's milliseconds go (py-spy)",
+        "",
+        f"A `celery worker -c 1` ran {first.partitions} partitions of "
+        f"{first.rows_per_partition:,} rows per transform while `py-spy record --idle` sampled "
+        f"its pool process {first.rate} times a second (waiting on Postgres counts). Samples "
+        "are put in the pipeline step they were in (bench/profile.py); milliseconds per "
+        "partition. Raw samples: "
+        + ", ".join(f"`{p.raw_path}`" for p in result.profiles if p.raw_path)
+        + ".",
+        "",
+        "| step | " + " | ".join(f"{n} ms" for n in names) + " |",
+        "| --- | " + " | ".join("---:" for _ in names) + " |",
+    ]
+    for step in steps:
+        cells = " | ".join(f"{p.steps.get(step, 0.0):.2f}" for p in result.profiles)
+        out.append(f"| {_cell(step)} | {cells} |")
+    totals = " | ".join(f"**{p.total_ms:.1f}**" for p in result.profiles)
+    out += [f"| total | {totals} |", ""]
+    return out
+
+
+def scaling_section(result: BenchResult) -> list[str]:
+    table = scaling.table_lines(result.scaling)
+    if not table:
+        return []
+    return [
+        "## Scaling (etl-bench --scale)",
+        "",
+        "identity through the fleet on generated tables of each size, zips of the same mean "
+        "size; enqueue is `etl-enqueue --all-zips` as a new process; etl-status on the "
+        "finished run. Recorded per size in "
+        f"`{result.options.scaling_results}`, chart in `{result.options.scaling_chart}`.",
+        "",
+        *table,
+        "",
+    ]
 
 
 def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
@@ -147,18 +188,41 @@ def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
         f"mean {sizes.get('mean', 0):,.0f}, p90 {sizes.get('p90', 0):,.0f}, p99 "
         f"{sizes.get('p99', 0):,.0f}, max {sizes.get('max', 0):,.0f}. Every line uses "
         f"{o.procs} processes and writes into an empty table like the raw one with an index "
-        "on zip_code (as etl-enqueue creates it). MB/s is of the raw table. Postgres CPU is "
-        "the share of all cores the postgres processes used during the line (shared server: "
-        "includes anything else running).",
+        "on zip_code (as etl-enqueue creates it). MB/s is of the raw table. "
+        + _postgres_note(result),
         "",
         *main_table(result),
         "",
     ]
     if chart is not None:
         lines += [f"![rows per second]({chart.name})", ""]
-    lines += ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
-    lines += [f"| {t} | {v} | {_exact(ok)} |" for t, v, ok in targets(result)]
+    lines += [
+        "## Targets",
+        "",
+        "Issue 13's goals (numbered as there; 7 is the yardsticks above, 8 the profile below):",
+        "",
+        "| target | measured | met |",
+        "| --- | --- | --- |",
+    ]
+    lines += [
+        f"| {t} | {_cell(v)} | {_exact(ok)} |"
+        for t, v, ok in targets.issue13_targets(result, result.scaling)
+    ]
+    lines += [
+        "",
+        "Earlier issues' targets:",
+        "",
+        "| target | measured | met |",
+        "| --- | --- | --- |",
+    ]
+    lines += [
+        f"| {t} | {_cell(v)} | {_exact(ok)} |" for t, v, ok in targets.earlier_targets(result)
+    ]
     lines += [""]
+    lines += small_partitions_section(result)
+    lines += statements_section(result)
+    lines += profile_section(result)
+    lines += scaling_section(result)
     if result.fixed_cost:
         lines += ["## Fixed cost per partition", "", result.fixed_cost.note + ".", ""]
     if result.enqueue:
@@ -232,17 +296,17 @@ def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
                 f"{_exact(p.exact)} | {_cell(p.note)} |"
             )
         lines.append("")
-    usage_rows = [line for line in result.lines if line.usage]
+    usage_rows = [line for line in [*result.lines, result.small] if line and line.usage]
     if usage_rows:
         lines += [
             "## Where the CPU went",
             "",
             "CPU seconds per million rows show what each row costs wherever it runs: the "
-            "client processes (pool processes or the Celery worker and its pool) and this "
-            "benchmark's Postgres backends. Wall seconds and 'machine busy' depend on load; "
-            "CPU per row much less.",
+            "client processes (pool processes, psql, or the Celery worker and its pool) and "
+            "Postgres (see above for which processes). Wall seconds and 'machine busy' depend "
+            "on load; CPU per row much less.",
             "",
-            "| line | wall s | client CPU s | postgres CPU s (ours) | client / postgres "
+            "| line | wall s | client CPU s | postgres CPU s | client / postgres "
             "CPU s per 1M rows | postgres read / written | machine busy |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
@@ -250,10 +314,11 @@ def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
             u = line.usage
             assert u is not None
             rows = line.extra.get("measured_rows", line.rows) / 1e6
+            pg = targets.postgres_cpu_per_million(line)
             lines.append(
                 f"| {line.name} | {u.wall_seconds:.1f} | {u.client_cpu:.1f} | "
-                f"{u.postgres_cpu:.1f} ({u.bench_backends_cpu:.1f}) | "
-                f"{u.client_cpu / rows:.1f} / {u.bench_backends_cpu / rows:.1f} | "
+                f"{u.postgres_cpu if u.own_server else u.bench_backends_cpu:.1f} | "
+                f"{u.client_cpu / rows:.1f} / {'-' if pg is None else f'{pg:.1f}'} | "
                 f"{_mb(u.postgres_read_bytes)} / {_mb(u.postgres_write_bytes)} | "
                 f"{u.share(u.machine_busy_cpu):.0%} |"
             )
@@ -271,6 +336,19 @@ def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def _postgres_note(result: BenchResult) -> str:
+    if result.machine.get("postgres_own"):
+        return (
+            "Postgres is a cluster of the benchmark's own (etl-bench started it, nothing else "
+            "used it): its CPU is every one of its processes' CPU time (backends, WAL writer, "
+            "checkpointer), per million rows of the line."
+        )
+    return (
+        "Postgres is a shared server (--shared-postgres): its CPU per million rows counts "
+        "the benchmark's backends only."
+    )
 
 
 def _load(value: object) -> str:
@@ -308,6 +386,38 @@ def write_chart(result: BenchResult, path: Path) -> bool:
         f"{result.machine.get('cores')} cores"
     )
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_scaling_chart(data: dict[str, Any], path: Path) -> bool:
+    """Wall time per row and worker peak RSS against table rows; False without matplotlib
+    or with fewer than two sizes recorded."""
+    runs = sorted(data.get("runs", {}).values(), key=lambda r: r["rows"])
+    if len(runs) < 2:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r["rows"] for r in runs]
+    fig, (time_ax, rss_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    time_ax.plot(rows, [r["microseconds_per_row"] for r in runs], marker="o")
+    time_ax.set_ylabel("wall µs per row")
+    rss_ax.plot(rows, [r["peak_rss_bytes"] / 1e6 for r in runs], marker="o", color="#c44e52")
+    rss_ax.set_ylabel("worker peak RSS (MB)")
+    for ax in (time_ax, rss_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("rows in the table")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"etl-worker, identity, {runs[0]['procs']} processes")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

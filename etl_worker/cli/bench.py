@@ -8,12 +8,27 @@ from typing import Any
 
 import click
 
-from etl_worker.bench.report import write_report
-from etl_worker.bench.runner import BenchOptions, command_line, run_bench
+from etl_worker.bench import scaling
+from etl_worker.bench.report import write_report, write_scaling_chart
+from etl_worker.bench.runner import PARTS, BenchOptions, command_line, run_bench, run_scaling
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 
 _DEFAULTS = BenchOptions()
 _COUNT = click.IntRange(min=1)
+
+
+def _sizes(value: str | tuple[int, ...]) -> tuple[int, ...]:
+    """'1000000,10000000' -> (1000000, 10000000)."""
+    if isinstance(value, tuple):
+        return value
+    try:
+        sizes = tuple(int(v.replace("_", "")) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give row counts separated by commas") from None
+    if any(size < 1 for size in sizes):
+        raise click.BadParameter(f"{value!r}: every size must be at least 1 row")
+    return sizes
+
 
 #: (flag, type, help) of each measurement option; the default is BenchOptions'.
 _OPTIONS: list[tuple[str, Any, str]] = [
@@ -22,15 +37,33 @@ _OPTIONS: list[tuple[str, Any, str]] = [
     ("--seed", int, "Random seed of the data."),
     ("--procs", _COUNT, "Processes for every line (pool, COPY streams, Celery concurrency)."),
     (
-        "--subset",
+        "--to-sql-share",
         click.FloatRange(0, 1, min_open=True),
-        "Share of the rows the seed-style and to_sql baselines run on, then extrapolated.",
+        "Share of the zips the to_sql baseline runs on (below 1: extrapolated, and said so).",
     ),
     ("--onerow-partitions", _COUNT, "One-row partitions run for the fixed cost per partition."),
     ("--enqueue-partitions", _COUNT, "Partitions etl-enqueue sends in the enqueue line."),
-    ("--database", str, "Database (on the ETL_DATABASE_URL server) the benchmark works in."),
+    ("--small-partitions", _COUNT, "Partitions of the small-partitions line."),
+    ("--small-rows", _COUNT, "Rows per partition of the small-partitions line."),
+    ("--round-trip-partitions", _COUNT, "Small partitions run through the round-trip counter."),
+    ("--profile-partitions", _COUNT, "10,000-row partitions py-spy samples per transform."),
+    (
+        "--cluster-dir",
+        click.Path(path_type=Path, file_okay=False),
+        "Where the benchmark's own Postgres cluster lives (kept: tables are seeded once).",
+    ),
+    (
+        "--database",
+        str,
+        "Database the benchmark works in.",
+    ),
     ("--output", click.Path(path_type=Path), "The report to write."),
     ("--chart", click.Path(path_type=Path), "The PNG chart to write (needs the [bench] extra)."),
+    (
+        "--profile-output",
+        click.Path(path_type=Path, file_okay=False),
+        "Where py-spy's raw samples of the profiled partitions go.",
+    ),
 ]
 
 
@@ -43,8 +76,30 @@ def _measurement_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_measurement_options
+@click.option(
+    "--only",
+    type=click.Choice(PARTS),
+    multiple=True,
+    help="Run only this part (repeatable); the report then holds only what ran.",
+)
+@click.option(
+    "--scale",
+    type=_sizes,
+    default="",
+    metavar="ROWS,...",
+    help="Run only the scaling series at these table sizes (comma-separated rows, e.g. "
+    "1000000,10000000,50000000): wall time per row, peak RSS, enqueue and etl-status, "
+    "recorded in --scaling-results and drawn in --scaling-chart.",
+)
+@click.option(
+    "--own-postgres/--shared-postgres",
+    default=_DEFAULTS.own_postgres,
+    show_default=True,
+    help="Measure on a Postgres cluster of the benchmark's own (its CPU alone, and "
+    "pg_stat_statements), or on the server at ETL_DATABASE_URL.",
+)
 @click.option("--rebuild", is_flag=True, help="Generate the tables again even if they match.")
-@click.option("--keep", is_flag=True, help="Keep target tables and audit rows for inspection.")
+@click.option("--keep", is_flag=True, help="Keep the audit schema for inspection.")
 @setting_options("database_url", "broker_url")
 @handle_errors
 def main(database_url: str | None, broker_url: str | None, **values: Any) -> None:
@@ -54,7 +109,18 @@ def main(database_url: str | None, broker_url: str | None, **values: Any) -> Non
     per partition, enqueueing, memory, and the read/write paths. Writes --output and --chart.
     """
     settings = load_settings(database_url=database_url, broker_url=broker_url)
+    values["only"] = tuple(values["only"])
     options = BenchOptions(command=command_line(), **values)
-    result = run_bench(settings, options, say=lambda text: click.echo(text, err=True))
+    say = lambda text: click.echo(text, err=True)  # noqa: E731
+    if options.scale:
+        data = run_scaling(settings, options, say=say)
+        click.echo("\n".join(scaling.table_lines(data)))
+        if write_scaling_chart(data, options.scaling_chart):
+            click.echo(f"wrote {options.scaling_results} and {options.scaling_chart}")
+        else:
+            click.echo(f"wrote {options.scaling_results} (a chart needs two sizes or more)")
+        return
+    result = run_bench(settings, options, say=say)
+    result.scaling = scaling.load(options.scaling_results)
     write_report(result)
     click.echo(f"wrote {options.output} and {options.chart}")
