@@ -48,6 +48,21 @@ _OPTIONS: list[tuple[str, Any, str]] = [
     ("--round-trip-partitions", _COUNT, "Small partitions run through the round-trip counter."),
     ("--profile-partitions", _COUNT, "10,000-row partitions py-spy samples per transform."),
     (
+        "--scale-partition-rows",
+        _COUNT,
+        "Mean rows per zip of the scaling tables (the same at every size).",
+    ),
+    (
+        "--scaling-results",
+        click.Path(path_type=Path, dir_okay=False),
+        "JSON file the scaling series is recorded in, one entry per size.",
+    ),
+    (
+        "--scaling-chart",
+        click.Path(path_type=Path, dir_okay=False),
+        "PNG chart of time and memory against rows (from every size recorded).",
+    ),
+    (
         "--cluster-dir",
         click.Path(path_type=Path, file_okay=False),
         "Where the benchmark's own Postgres cluster lives (kept: tables are seeded once).",
