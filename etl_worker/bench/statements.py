@@ -27,7 +27,10 @@ _COMMENT = re.compile(r"--[^\n]*")
 _LITERAL = re.compile(r"'(?:[^']|'')*'|%\(\w+\)s|\$\d+|\b\d+(?:\.\d+)?\b")
 _WORD = re.compile(r"[a-z_][a-z0-9_]*")
 _TRANSACTION = ("begin", "commit", "rollback", "start transaction", "end")
-_CATALOG = ("pg_catalog", "pg_attribute", "pg_type", "to_regclass", "current_schema", "version()")
+#: What drivers and run set-up ask: catalog tables, name look-ups, SHOW.
+_CATALOG = re.compile(
+    r'\bfrom\s+"?pg_catalog"?\.|\bfrom\s+pg_|to_regclass\(|current_schema\(|version\(\)|^show\s'
+)
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -64,10 +67,12 @@ class Classifier:
             return query.split(None, 1)[0].upper()
         if query.startswith(_TRANSACTION):
             return "BEGIN / COMMIT / ROLLBACK"
-        if any(word in query for word in _CATALOG):
-            return "catalog look-ups (drivers, run set-up)"
+        if _CATALOG.search(query):
+            return "driver and run set-up (catalog, SHOW)"
         if inner:
             return "read: COPY (SELECT …) TO STDOUT"
+        if query.startswith("select"):
+            return "read: SELECT (rows as tuples)"
         return "other: " + " ".join(query.split())[:60]
 
 

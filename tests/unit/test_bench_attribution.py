@@ -1,0 +1,68 @@
+"""etl-bench names where Postgres' time and a partition's milliseconds go: statements by
+kind (each audit query by its name in sql/queries.sql), py-spy stacks by pipeline step."""
+
+from __future__ import annotations
+
+from etl_worker.bench.profile import summarize
+from etl_worker.bench.statements import Classifier
+from etl_worker.queries import named_queries
+
+SCHEMA = "etl_bench"
+
+
+def test_statements_are_named_by_kind_and_audit_queries_by_their_name() -> None:
+    kinds = Classifier(SCHEMA)
+    claim = named_queries()["claim_partition"].replace("{schema}", f'"{SCHEMA}"')
+    # As pg_stat_statements keeps them: psycopg's parameters as $n, ADBC's SELECTs in COPY.
+    normalized = claim.replace("%(part_id)s", "$1").replace("%(run_id)s", "$2")
+    state = 'COPY (SELECT state::text FROM "etl_bench".partitions WHERE part_id = 7) TO STDOUT'
+
+    assert kinds.kind(normalized) == "audit: claim_partition"
+    assert kinds.kind(state + " (FORMAT binary)") == "audit: partition_state"
+    assert kinds.kind('COPY "public" . "t" ("id") FROM STDIN WITH (FORMAT binary)') == (
+        "write: COPY FROM STDIN"
+    )
+    read = (
+        'COPY (SELECT * FROM "raw" WHERE "zip_code" = CAST(\'01234\' AS "pg_catalog"."text")) '
+        "TO STDOUT (FORMAT binary)"
+    )
+    assert kinds.kind(read) == "read: COPY (SELECT …) TO STDOUT"
+    lock = "COPY (SELECT pg_advisory_xact_lock(hashtextextended('t', 0))) TO STDOUT"
+    assert kinds.kind(lock) == "advisory lock"
+    assert kinds.kind('DELETE FROM "t" WHERE "zip_code" = CAST($1 AS text)').startswith("DELETE")
+    assert kinds.kind("COMMIT") == "BEGIN / COMMIT / ROLLBACK"
+    assert kinds.kind("SELECT oid, typname FROM pg_catalog.pg_type") == (
+        "driver and run set-up (catalog, SHOW)"
+    )
+
+
+PIPELINE = "/src/etl_worker/pipeline.py"
+TASK = "trace_task (/x/celery/app/trace.py:453);run (/src/etl_worker/tasks.py:80)"
+EXTRACT = "/src/etl_worker/extract.py"
+TRANSFORMS = "/src/etl_worker/transforms.py"
+
+
+def test_py_spy_samples_are_put_in_the_pipeline_step_they_were_in() -> None:
+    raw = "\n".join(
+        [
+            f"{TASK};run_partition ({PIPELINE}:120);_process ({PIPELINE}:300);"
+            f"transform_partition ({PIPELINE}:270);read_arrow ({EXTRACT}:80) 30",
+            f"{TASK};run_partition ({PIPELINE}:120);_process ({PIPELINE}:300);"
+            f"transform_partition ({PIPELINE}:280);clean_companies ({TRANSFORMS}:9);"
+            "f (/x/pandas/core/frame.py:1) 50",
+            f"{TASK};run_partition ({PIPELINE}:110);_claim ({PIPELINE}:155);"
+            "Audit.claim (/src/etl_worker/audit.py:233) 10",
+            f"{TASK};Celery.ack (/x/kombu/message.py:1) 10",
+            "worker_loop (/x/billiard/pool.py:1) 900",  # idle between tasks: not counted
+        ]
+    )
+
+    profile = summarize(raw, "etl_worker.transforms:clean_companies", partitions=2, rate=100)
+
+    assert profile.samples == 100
+    assert profile.steps == {
+        "transform (the user's function)": 250.0,  # 50 samples / 100 Hz / 2 partitions
+        "read: ADBC COPY TO -> Arrow": 150.0,
+        "claim (audit UPDATE ... RETURNING)": 50.0,
+        "Celery task around run_partition": 50.0,
+    }
