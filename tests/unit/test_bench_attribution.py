@@ -17,7 +17,12 @@ def test_statements_are_named_by_kind_and_audit_queries_by_their_name() -> None:
     normalized = claim.replace("%(part_id)s", "$1").replace("%(run_id)s", "$2")
     state = 'COPY (SELECT state::text FROM "etl_bench".partitions WHERE part_id = 7) TO STDOUT'
 
+    finished = named_queries()["mark_finished"].replace("{schema}", f'"{SCHEMA}"')
+    # Bound by psycopg for ADBC, then normalized by pg_stat_statements: NULL becomes $n too.
+    finished = finished.replace("NULL", "$9").replace("%(part_id)s", "$1")
+
     assert kinds.kind(normalized) == "audit: claim_partition"
+    assert kinds.kind(finished) == "audit: mark_finished"
     assert kinds.kind(state + " (FORMAT binary)") == "audit: partition_state"
     assert kinds.kind('COPY "public" . "t" ("id") FROM STDIN WITH (FORMAT binary)') == (
         "write: COPY FROM STDIN"
