@@ -21,6 +21,8 @@ from psycopg import sql
 
 from etl_worker import producer
 from etl_worker.bench.data import PARTITION_COLUMN, RawTable
+from etl_worker.bench.exact import check_output
+from etl_worker.bench.inprocess import IDENTITY
 from etl_worker.bench.measure import (
     Line,
     Server,
@@ -29,7 +31,6 @@ from etl_worker.bench.measure import (
     sampled,
     tables_match,
 )
-from etl_worker.bench.pool import IDENTITY, check_output
 from etl_worker.bench.wire import RoundTripRelay
 from etl_worker.config import Settings
 from etl_worker.db import TableName, connect

@@ -20,8 +20,8 @@ import psycopg
 from psycopg import sql
 
 from etl_worker.bench.data import PARTITION_COLUMN, RawTable
+from etl_worker.bench.exact import reference_zips
 from etl_worker.bench.measure import difference, drop_tables, fresh_target
-from etl_worker.bench.pool import reference_zips
 from etl_worker.db import (
     Column,
     TableName,

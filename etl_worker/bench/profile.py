@@ -27,8 +27,8 @@ from pathlib import Path
 
 from etl_worker.bench.data import ensure_uniform_table
 from etl_worker.bench.fleet import fleet, run_through_fleet
+from etl_worker.bench.inprocess import CLEAN, IDENTITY
 from etl_worker.bench.measure import Server, drop_tables
-from etl_worker.bench.pool import CLEAN, IDENTITY
 from etl_worker.config import Settings
 from etl_worker.db import TableName
 from etl_worker.errors import EtlError

@@ -29,6 +29,7 @@ from etl_worker.bench import baselines, floors, statements
 from etl_worker.bench.cluster import own_cluster
 from etl_worker.bench.data import RawTable, ensure_raw_table, ensure_uniform_table
 from etl_worker.bench.dataframes import FrameMemory, measure_frames
+from etl_worker.bench.exact import REFERENCE_ZIPS
 from etl_worker.bench.fleet import (
     Fleet,
     count_round_trips,
@@ -39,9 +40,10 @@ from etl_worker.bench.fleet import (
     small_partitions_line,
     transform_line,
 )
+from etl_worker.bench.inprocess import CLEAN, IDENTITY
 from etl_worker.bench.measure import Line, Server, drop_tables
 from etl_worker.bench.paths import PathResult, compare_paths
-from etl_worker.bench.pool import CLEAN, IDENTITY, REFERENCE_ZIPS, pool_line
+from etl_worker.bench.pool import pool_line
 from etl_worker.bench.profile import Profile, profile_partitions
 from etl_worker.bench.scaling import PARTITION_ROWS, run_series
 from etl_worker.config import Settings

@@ -25,8 +25,8 @@ from psycopg import sql
 
 from etl_worker.bench.data import ensure_raw_table
 from etl_worker.bench.fleet import enqueue_line, fleet, run_through_fleet, status_seconds
+from etl_worker.bench.inprocess import IDENTITY
 from etl_worker.bench.measure import Server, drop_tables
-from etl_worker.bench.pool import IDENTITY
 from etl_worker.config import Settings
 from etl_worker.db import TableName, connect
 from etl_worker.errors import EtlError

@@ -76,7 +76,7 @@ def test_etl_bench_runs_every_line_on_its_own_cluster_and_writes_the_report(
     assert "pandas to_sql" in main and "; all " in main["pandas to_sql"][7]
     # The blog's script mangles the data: reported as the time it takes to fail.
     for line in ("seed-style script, no index (time to fail)", "seed-style script (time to fail)"):
-        assert main[line][1] == "fails" and main[line][5] == "**no**"
+        assert main[line][2] == "fails" and main[line][5] == "**no**"
     assert "psql binary COPY" in main["COPY pipe floor"][7]
     assert float(main["etl-worker, identity"][6]) > 0  # Postgres CPU s per 1M rows
     targets = _rows(text, 3)
