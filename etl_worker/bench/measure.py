@@ -32,6 +32,9 @@ class Server:
     processes: Callable[[], set[int]] | None = None
     #: pg_stat_statements is loaded: each line gets its statements by kind.
     classifier: stmts.Classifier | None = None
+    #: The postmaster of the benchmark's own cluster: backends that exit between two
+    #: samples are counted from what it reaped (its children's CPU time).
+    postmaster: int | None = None
 
     @property
     def own(self) -> bool:
@@ -39,7 +42,7 @@ class Server:
 
     def at(self, url: str) -> Server:
         """The same server reached at another URL (another database, a relay)."""
-        return Server(url, self.processes, self.classifier)
+        return Server(url, self.processes, self.classifier, self.postmaster)
 
 
 @dataclass
@@ -105,6 +108,8 @@ class Sampler:
         self._first: dict[int, tuple[float, int, int]] = {}
         self._last: dict[int, tuple[float, int, int]] = {}
         self._ours: set[int] = set()
+        self._alive: set[int] = set()
+        self._reaped = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
         self._monitor: psycopg.Connection | None = None
@@ -140,8 +145,19 @@ class Sampler:
         ).fetchall()
         return {int(r[0]) for r in rows}
 
+    def _reaped_cpu(self) -> float:
+        """CPU seconds of the postmaster's exited (reaped) children, all time."""
+        if self.server.postmaster is None:
+            return 0.0
+        try:
+            cpu = psutil.Process(self.server.postmaster).cpu_times()
+        except psutil.NoSuchProcess:
+            return 0.0
+        return cpu.children_user + cpu.children_system
+
     def _sample(self) -> None:
         counters = self._counters()
+        self._alive = set(counters)
         for pid, value in counters.items():
             # A process first seen later started after the measurement did: it counts from 0.
             self._first.setdefault(pid, value if not self._primed else (0.0, 0, 0))
@@ -163,6 +179,7 @@ class Sampler:
             stmts.reset(self._monitor)
         self._machine = psutil.cpu_times()
         self.started = time.perf_counter()
+        self._reaped_before = self._reaped_cpu()
         self._sample()
         self._clients_before = self._client_cpu()
         self._thread.start()
@@ -186,6 +203,9 @@ class Sampler:
         self._stop.set()
         self._thread.join()
         self._sample()
+        self._reaped = self._reaped_cpu() - self._reaped_before
+        # Gone since the last sample: reaped, so in `_reaped` whole.
+        self._alive = {pid for pid in self._alive if psutil.pid_exists(pid)}
         self.client = self._client_cpu() - self._clients_before
         self.wall = time.perf_counter() - self.started
         machine = psutil.cpu_times()
@@ -200,6 +220,16 @@ class Sampler:
                 self.statements = stmts.collect(self._monitor, self.server.classifier)
             self._monitor.close()
 
+    def _server_cpu(self, deltas: dict[int, tuple[float, ...]]) -> float:
+        """The server's CPU over the block. On the benchmark's own cluster, a process that
+        exited counts whole from what the postmaster reaped, less what it had spent before
+        the block; elsewhere, up to its last sample."""
+        if self.server.postmaster is None:
+            return sum(d[0] for d in deltas.values())
+        alive = sum(d[0] for pid, d in deltas.items() if pid in self._alive)
+        before = sum(self._first[pid][0] for pid in self._first if pid not in self._alive)
+        return alive + self._reaped - before
+
     def usage(self) -> Usage:
         deltas = {
             pid: tuple(b - a for a, b in zip(self._first[pid], last, strict=True))
@@ -208,7 +238,7 @@ class Sampler:
         }
         return Usage(
             wall_seconds=self.wall,
-            postgres_cpu=sum(d[0] for d in deltas.values()),
+            postgres_cpu=self._server_cpu(deltas),
             bench_backends_cpu=sum(d[0] for pid, d in deltas.items() if pid in self._ours),
             postgres_read_bytes=int(sum(d[1] for d in deltas.values())),
             postgres_write_bytes=int(sum(d[2] for d in deltas.values())),

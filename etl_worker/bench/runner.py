@@ -203,16 +203,17 @@ def bench_server(settings: Settings, options: BenchOptions) -> Iterator[tuple[Se
     (default), or the one at the configured URL."""
     with ExitStack() as stack:
         url = settings.database_url
-        processes = None
+        processes, postmaster = None, None
         if options.own_postgres:
             cluster = stack.enter_context(own_cluster(options.cluster_dir))
             url, processes = cluster.url("postgres"), cluster.pids
+            postmaster = cluster.postmaster_pid
         settings = bench_settings(settings.replace(database_url=url), options)
         ensure_database(settings.database_url)
         with connect(settings.database_url) as conn:
             loaded = statements.available(conn)
         classifier = statements.Classifier(settings.audit_schema) if loaded else None
-        yield settings, Server(settings.database_url, processes, classifier)
+        yield settings, Server(settings.database_url, processes, classifier, postmaster)
 
 
 def run_bench(
