@@ -118,10 +118,14 @@ def _measurement_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @setting_options("database_url", "broker_url")
 @handle_errors
 def main(database_url: str | None, broker_url: str | None, **values: Any) -> None:
-    """Build (or reuse) a generated table and measure, on it and with the same processes:
-    the SQL and binary COPY floors, the seed-style and to_sql baselines, etl-worker end to
-    end through real Celery workers (identity and the default transform), the fixed cost
-    per partition, enqueueing, memory, and the read/write paths. Writes --output and --chart.
+    """Build (or reuse) a generated table and measure, on it and with the same processes,
+    on a Postgres cluster of the benchmark's own: the SQL and psql COPY pipe floors, the
+    seed-style script (time to fail) and to_sql, the queue-less Pool script, etl-worker end
+    to end through real Celery workers (identity and the default transform), the fixed cost
+    per partition, small partitions and their round trips, enqueueing, memory, the
+    read/write paths and a py-spy profile of 10,000-row partitions, with Postgres' CPU and
+    statements per line. Writes --output and --chart. With --scale, runs only the scaling
+    series instead.
     """
     settings = load_settings(database_url=database_url, broker_url=broker_url)
     values["only"] = tuple(values["only"])
