@@ -1,4 +1,5 @@
-"""Memory: the peak of this process per partition, and what the machine has free.
+"""Memory: the peak of this process per partition, what the machine has free, and how many
+processes of this cgroup the kernel's OOM killer killed.
 
 On Linux, writing 5 to /proc/self/clear_refs resets the kernel's high-water mark (VmHWM),
 so the peak read after a partition is that partition's peak, not the process's lifetime
@@ -15,6 +16,8 @@ import ctypes
 import ctypes.util
 import resource
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -88,46 +91,129 @@ def available_memory() -> int:
     return free if room is None else min(free, room)
 
 
+@dataclass(frozen=True)
+class MemoryCgroup:
+    """A memory cgroup's directory and the names of its files, which differ between v1
+    and v2."""
+
+    directory: Path
+    limit_file: str
+    usage_file: str
+    #: The memory.stat field of page cache the kernel can drop.
+    reclaimable: str
+    #: Where the kernel counts the processes its OOM killer killed (`oom_kill N`).
+    events_file: str
+
+    def read(self, name: str) -> str:
+        return (self.directory / name).read_text()
+
+    def oom_kills(self) -> int | None:
+        """How many of its processes the kernel's OOM killer has killed; None where the
+        kernel keeps no count."""
+        for line in self.read(self.events_file).splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+        return None
+
+
+def memory_cgroups(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = _CGROUP_ROOT
+) -> list[MemoryCgroup]:
+    """This process's memory cgroup as each hierarchy in /proc/self/cgroup names it (v2's
+    unified one, v1's memory controller), in that file's order; [] when unreadable."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: one unified hierarchy
+            found.append(
+                MemoryCgroup(
+                    root / path.lstrip("/"),
+                    "memory.max",
+                    "memory.current",
+                    "inactive_file",
+                    "memory.events",
+                )
+            )
+        elif "memory" in controllers.split(","):
+            found.append(
+                MemoryCgroup(
+                    root / "memory" / path.lstrip("/"),
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
+                    "total_inactive_file",
+                    "memory.oom_control",
+                )
+            )
+    return found
+
+
 def cgroup_room(
     proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = _CGROUP_ROOT
 ) -> int | None:
     """Limit minus the memory in use (page cache that can be dropped not counted) of this
     process's memory cgroup, v2 or v1; None without a limit."""
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # cgroup v2: one unified hierarchy
-            room = _room(root / path.lstrip("/"), "memory.max", "memory.current", "inactive_file")
-        elif "memory" in controllers.split(","):
-            room = _room(
-                root / "memory" / path.lstrip("/"),
-                "memory.limit_in_bytes",
-                "memory.usage_in_bytes",
-                "total_inactive_file",
-            )
-        else:
+    return _first(_room, proc_cgroup, root)
+
+
+def cgroup_limit(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = _CGROUP_ROOT
+) -> int | None:
+    """This process's memory cgroup limit in bytes; None without one."""
+    return _first(lambda cgroup: _limit(cgroup.read(cgroup.limit_file)), proc_cgroup, root)
+
+
+def oom_kill_count(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = _CGROUP_ROOT
+) -> int | None:
+    """How many processes of this process's memory cgroup the kernel's OOM killer has
+    killed (the cgroup's own limit or the whole machine out of memory); None where no
+    count is readable (no cgroup files, or a kernel older than 4.13 on cgroup v1)."""
+    return _first(MemoryCgroup.oom_kills, proc_cgroup, root)
+
+
+def _first(read: Callable[[MemoryCgroup], int | None], proc_cgroup: Path, root: Path) -> int | None:
+    """`read` of the first of this process's memory cgroups where it finds a value."""
+    for cgroup in memory_cgroups(proc_cgroup, root):
+        try:
+            value = read(cgroup)
+        except (OSError, ValueError):
             continue
-        if room is not None:
-            return room
+        if value is not None:
+            return value
     return None
 
 
-def _room(directory: Path, limit_file: str, usage_file: str, reclaimable: str) -> int | None:
+def process_rss(pid: int) -> int | None:
+    """Resident memory of another process (a pool process, seen from its worker's main
+    process); None once it is gone."""
     try:
-        limit_text = (directory / limit_file).read_text().strip()
-        usage = int((directory / usage_file).read_text())
-        stats = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
-    except (OSError, ValueError):
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
         return None
-    if limit_text == "max":
+
+
+def _limit(text: str) -> int | None:
+    text = text.strip()
+    if text == "max":
         return None
-    limit = int(limit_text)
+    limit = int(text)
     if limit >= psutil.virtual_memory().total:  # "unlimited" (v1 shows a huge number)
         return None
-    return max(0, limit - (usage - int(stats.get(reclaimable, 0))))
+    return limit
+
+
+def _room(cgroup: MemoryCgroup) -> int | None:
+    limit = _limit(cgroup.read(cgroup.limit_file))
+    if limit is None:
+        return None
+    usage = int(cgroup.read(cgroup.usage_file))
+    stats = dict(line.split() for line in cgroup.read("memory.stat").splitlines())
+    return max(0, limit - (usage - int(stats.get(cgroup.reclaimable, 0))))
 
 
 def release_free_memory() -> None:
