@@ -6,6 +6,10 @@ audit rows.
                       -> failed                    (permanent error, or out of attempts)
     started  --(lease expired: the worker died)-------> queued again by the sweeper
     queued/retrying --(message lost from Redis)-------> queued again by the sweeper
+    started  --(pool process killed at the hard time limit)--> failed, by its worker's
+                                                              main process
+    started  --(pool process died: OOM, a signal)-----> started, the death recorded for the
+                                                        next delivery to take over
 
 `finished` is written in the same transaction as the partition's rows (see pipeline.py), so
 the audit never claims rows that are not there, and rows are never there unaccounted for.
@@ -29,6 +33,13 @@ from etl_worker.queries import query
 
 #: How a worker names itself in an audit-schema version error.
 _WORKER = "worker"
+
+
+def lease_owner(host: str, pid: int, task_id: str) -> str:
+    """Who holds an attempt's lease: `host:pid:task_id` (the Celery request id). The pool
+    process that runs the attempt and its worker's main process, which renews the lease
+    (supervisor.py), both build it here; `pipeline` reads host and pid back out of it."""
+    return f"{host}:{pid}:{task_id}"
 
 
 class State(enum.StrEnum):
@@ -257,6 +268,33 @@ class Audit:
         )
         return cur.rowcount == 1
 
+    def renew_leases(self, leases: Sequence[tuple[int, str]], lease_seconds: float) -> set[str]:
+        """Renew many (part id, owner) leases in one statement; returns the owners renewed."""
+        rows = self.conn.execute(
+            self._q("renew_leases"),
+            {
+                "part_ids": [p for p, _ in leases],
+                "owners": [o for _, o in leases],
+                "lease_seconds": lease_seconds,
+            },
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def record_death(
+        self, part_id: int, owner: str, cause: str, error: str, *, final: bool
+    ) -> bool:
+        """How an attempt's pool process died, recorded while the attempt holds the lease:
+        `final` fails the partition; otherwise the row only learns how the attempt died.
+        False when the attempt no longer held the lease (nothing changed)."""
+        name = "fail_dead_attempt" if final else "record_death"
+        params = {"part_id": part_id, "owner": owner, "cause": cause, "error": error}
+        return self.conn.execute(self._q(name), params).fetchone() is not None
+
+    def last_death(self, part_id: int) -> tuple[str | None, str | None]:
+        """(cause, words) of the last death recorded for the partition's attempts."""
+        row = self.conn.execute(self._q("last_death"), {"part_id": part_id}).fetchone()
+        return (None, None) if row is None else (row[0], row[1])
+
     def mark_retrying(self, part_id: int, error: str) -> None:
         self.conn.execute(self._q("mark_retrying"), {"part_id": part_id, "error": error})
 
@@ -274,6 +312,16 @@ class Audit:
         transaction on the ADBC connection (so `finished` commits with the rows)."""
         return self.bind(self._q("mark_finished"), {"part_id": part_id, **stats})
 
+    def write_timeouts_sql(self, statement_seconds: float, idle_seconds: float) -> str:
+        """The write transaction's first statement: Postgres ends the transaction (freeing
+        its locks) when one of its statements, or a wait for a lock, runs past
+        `statement_seconds`, or it sits idle between statements past `idle_seconds`."""
+        params = {
+            "statement_ms": str(int(statement_seconds * 1000)),
+            "idle_ms": str(int(idle_seconds * 1000)),
+        }
+        return self.bind(self._q("bound_write_transaction"), params)
+
     def state_sql(self, part_id: int) -> str:
         return self.bind(self._q("partition_state"), {"part_id": part_id})
 
@@ -281,6 +329,14 @@ class Audit:
         # psycopg's own client-side parameter binding (the values are adapted and quoted by
         # the driver, never formatted by us), for the statements that run on ADBC.
         return psycopg.ClientCursor(self.conn).mogrify(statement, params)
+
+    # -- the fleet's sweep ------------------------------------------------------------------
+
+    def take_sweep_turn(self, by: str, every: float) -> bool:
+        """True (and the turn stamped with `by`) when nobody swept in the last `every`
+        seconds: at most one of the fleet's sweepers gets each turn."""
+        params = {"by": by, "every": every}
+        return self.conn.execute(self._q("take_sweep_turn"), params).fetchone() is not None
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -93,10 +93,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Replace a pool process that holds more than this after a task (Celery counts
         # KiB): pandas and Arrow do not always give freed memory back to the OS.
         "worker_max_memory_per_child": settings.max_memory_per_child_bytes // 1024 or None,
-        # Optional: `celery -A etl_worker beat` sends a sweep every ETL_SWEEP_INTERVAL seconds
-        # to a queue of its own, so it never waits behind a long run's partitions; run
-        # some workers with `-Q <queue>,<queue>.sweep`. A sweep not started within one
-        # interval expires: the next one is already on its way.
+        # Optional (the workers sweep by themselves, supervisor.py): `celery -A etl_worker
+        # beat` sends a sweep every ETL_SWEEP_INTERVAL seconds to a queue of its own, so it
+        # never waits behind a long run's partitions; it takes the workers' turn, adding
+        # no sweep. A sweep not started within one interval expires: the next is on its way.
         "beat_schedule": {
             "etl-sweep": {
                 "task": SWEEP_TASK_NAME,

@@ -77,6 +77,9 @@ class Settings:
     #: Seconds before a queued partition whose message is nowhere in Redis counts as lost;
     #: 0 means ETL_VISIBILITY_TIMEOUT plus a margin (see `lost_message_after`).
     sweep_after: int = field(default=0, metadata=_env("SWEEP_AFTER", int))
+    #: Seconds one statement of a partition's write may run or wait for a lock; 0 means
+    #: derived from the lease and the task time limit (see `write_timeout_seconds`).
+    write_timeout: int = field(default=0, metadata=_env("WRITE_TIMEOUT", int))
     sweep_interval: float = field(
         default=defaults.SWEEP_INTERVAL, metadata=_env("SWEEP_INTERVAL", float)
     )
@@ -151,6 +154,15 @@ class Settings:
                 f"ETL_NETWORK_TIMEOUT ({self.network_timeout:g}s) must be at least "
                 f"{MIN_NETWORK_TIMEOUT}s: TCP keepalive probes tick in whole seconds"
             )
+        if self.write_timeout and not (
+            self.lease_seconds <= self.write_timeout < self.task_time_limit
+        ):
+            raise ConfigError(
+                f"ETL_WRITE_TIMEOUT ({self.write_timeout}s) must be at least ETL_LEASE_SECONDS "
+                f"({self.lease_seconds:g}s), so a writer waiting for another outlasts one that "
+                f"froze, and below ETL_TASK_TIME_LIMIT ({self.task_time_limit}s), so it waits "
+                "no longer than its own task may run"
+            )
         if self.sweep_interval <= 0:
             raise ConfigError("ETL_SWEEP_INTERVAL must be positive")
         if self.max_attempts < 1:
@@ -190,8 +202,22 @@ class Settings:
 
     @property
     def soft_time_limit(self) -> int:
-        """Raised inside the task a little before the hard kill, so it can roll back cleanly."""
-        return max(1, self.task_time_limit - min(60, self.task_time_limit // 10))
+        """Raised inside the task a little before the hard kill, so it can roll back cleanly:
+        10% before it, at least 1 s and at most 60 s before."""
+        margin = max(1, min(60, self.task_time_limit // 10))
+        return max(1, self.task_time_limit - margin)
+
+    @property
+    def write_timeout_seconds(self) -> float:
+        """How long one statement of a partition's write transaction may run, or wait for a
+        lock, before Postgres cancels it (its statement_timeout and lock_timeout): what ends
+        the transaction of a writer frozen mid-statement. ETL_WRITE_TIMEOUT, else the
+        smaller of WRITE_TIMEOUT and a quarter of the task time limit, never below the
+        lease: a writer frozen between statements is ended after a lease of idleness, and
+        the one waiting for its locks must outlast that."""
+        if self.write_timeout:
+            return float(self.write_timeout)
+        return max(self.lease_seconds, min(defaults.WRITE_TIMEOUT, self.task_time_limit / 4))
 
     @property
     def heartbeat_network_timeout(self) -> float:

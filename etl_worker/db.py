@@ -24,6 +24,7 @@ from etl_worker.errors import (
     EtlError,
     PartitionDataError,
     ServiceUnavailable,
+    StatementTimedOut,
     TableNotFound,
     TransientError,
 )
@@ -32,8 +33,11 @@ from etl_worker.network import libpq_parameters
 APPLICATION_NAME = "etl-worker"
 
 # SQLSTATEs a retry can fix: connection exceptions (class 08), serialization failure,
-# deadlock, admin/crash shutdown, cannot connect now, too many connections, lock timeout.
-_TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "55P03"}
+# deadlock, admin/crash shutdown, cannot connect now, too many connections.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300"}
+# A statement cancelled (statement_timeout, a cancel request) or a lock wait past
+# lock_timeout: transient too, and told apart so the error can name the timeout.
+_TIMEOUT_SQLSTATES = {"57014", "55P03"}
 # Classes that mean the data itself is wrong for the target: data exception (22),
 # integrity constraint violation (23). Retrying these cannot help.
 _DATA_SQLSTATE_CLASSES = {"22", "23"}
@@ -280,6 +284,8 @@ def database_error(exc: BaseException) -> TransientError | PartitionDataError | 
     `retry.classify`."""
     state = sqlstate_of(exc)
     if state is not None:
+        if state in _TIMEOUT_SQLSTATES:
+            return StatementTimedOut(f"database error {state}: {first_line(exc)}")
         if state in _TRANSIENT_SQLSTATES or state.startswith("08"):
             return TransientError(f"database error {state}: {first_line(exc)}")
         if state[:2] in _DATA_SQLSTATE_CLASSES:

@@ -25,16 +25,25 @@ TASK_TIME_LIMIT = 1800
 #: Redis redelivers a message not acked this long after it was fetched. Must exceed
 #: TASK_TIME_LIMIT, or a slow but healthy task runs twice in parallel.
 VISIBILITY_TIMEOUT = 2400
-#: A running attempt holds a lease this long; a heartbeat renews it every LEASE_SECONDS/4.
+#: A running attempt holds a lease this long; its worker's main process renews it every
+#: LEASE_SECONDS/4.
 #: An expired lease means the worker died: the sweeper re-enqueues the partition.
 LEASE_SECONDS = 60
+#: The longest one statement of a partition's write transaction may run or wait for a lock
+#: (its wait for another writer of the same partition included) before Postgres cancels it.
+#: It is what frees the locks of a writer frozen mid-statement (SIGSTOP, a paused VM); one
+#: frozen between statements is ended after LEASE_SECONDS idle. ETL_WRITE_TIMEOUT unset
+#: means this, or a quarter of the task time limit if that is less, and never below the
+#: lease.
+WRITE_TIMEOUT = 300
 #: A queued or retrying partition whose message is in no Redis queue nor unacked set this
 #: long after it was last sent is re-enqueued by the sweeper (its message was lost: a Redis
 #: restart without persistence, a crash mid-publish). Must exceed VISIBILITY_TIMEOUT: a
 #: message held by a dead node comes back from Redis within that, and is never swept twice.
 #: ETL_SWEEP_AFTER unset means VISIBILITY_TIMEOUT plus this margin.
 SWEEP_AFTER_MARGIN = 600
-#: Seconds between sweeps (etl-sweep --watch, etl-enqueue --wait, the beat schedule). A dead
+#: Seconds between sweeps: the workers take turns to sweep the whole database about once
+#: per interval (etl-sweep --watch and etl-enqueue --wait sweep at this pace too). A dead
 #: node's partitions are re-enqueued within LEASE_SECONDS + SWEEP_INTERVAL of its death.
 SWEEP_INTERVAL = 30.0
 #: A connection whose peer has gone silent (a network partition drops packets: no FIN, no

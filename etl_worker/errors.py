@@ -92,6 +92,11 @@ class TransientError(EtlError):
     """A failure that a retry with backoff may fix (connection lost, serialization failure)."""
 
 
+class StatementTimedOut(TransientError):
+    """Postgres cancelled a statement that ran, or waited for a lock, past its timeout (the
+    write transaction's ETL_WRITE_TIMEOUT), or on a cancel request."""
+
+
 class RetryLater(EtlError):
     """Send this partition again in `countdown` seconds: a retry after a transient error,
     or a deferral while another delivery holds the partition's lease. Raised by the

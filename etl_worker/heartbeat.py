@@ -1,7 +1,10 @@
-"""The lease heartbeat: while a pool process works on a partition, a daemon thread renews
-the partition's lease every `lease_seconds / 4`. When the process dies (OOM kill, the node is
-terminated), renewals stop, the lease expires, and the sweeper re-enqueues the partition —
-minutes before Redis's visibility timeout would redeliver it.
+"""The lease heartbeat for callers without a Celery worker (tests, tools that call
+`pipeline.run_partition` directly): while the process works on a partition, a daemon thread
+renews the partition's lease every `lease_seconds / 4`. When the process dies, renewals
+stop, the lease expires, and the sweeper re-enqueues the partition.
+
+In a Celery worker the lease is renewed by the worker's main process instead
+(supervisor.py): a thread here would starve while a transform holds the GIL.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ import pandas as pd
 import pyarrow as pa
 from psycopg import sql
 
-from etl_worker import memory, retry
+from etl_worker import deaths, memory, retry
+from etl_worker.audit import lease_owner
 from etl_worker.context import PreparedRun, WorkerContext
 from etl_worker.db import first_line
 from etl_worker.errors import (
@@ -33,6 +34,7 @@ from etl_worker.errors import (
     MemoryCeilingExceeded,
     PermanentPartitionError,
     RetryLater,
+    StatementTimedOut,
     TimeLimitExceeded,
     TransformError,
     TransientError,
@@ -82,12 +84,15 @@ def run_partition(
     task_id: str,
     *,
     retries: int = 0,
+    renews_lease: bool = True,
 ) -> Outcome:
     """Process one delivery of a partition (`retries`: how often this message was retried
-    already). Raises `RetryLater` for a retry or a deferral, the `PermanentPartitionError`
-    after recording `failed`; returns the outcome otherwise."""
+    already; `task_id`: the Celery request id, "" without Celery). Raises `RetryLater` for
+    a retry or a deferral, the `PermanentPartitionError` after recording `failed`; returns
+    the outcome otherwise. `renews_lease=False`: the caller's worker main process renews
+    the lease (supervisor.py), so no heartbeat thread runs here."""
     settings = ctx.settings
-    owner = f"{ctx.host}:{ctx.pid}:{uuid.uuid4().hex[:12]}"
+    owner = lease_owner(ctx.host, ctx.pid, task_id or uuid.uuid4().hex)
     try:
         claim = _claim(ctx, run_id, part_id, task_id, owner)
     except WorkerCannotServe as exc:
@@ -114,16 +119,24 @@ def run_partition(
             wait = float(claim.lease_left or 0) + 1.0
             raise RetryLater(f"leased by {claim.lease_owner}", wait)
         rows = _count_rows(ctx, run_id, key)
+        cause, last = ctx.audit.last_death(part_id)
         error = AttemptsExhausted(
-            f"partition {key.label} ({rows:,} rows): gave up after {claim.attempts} attempts "
-            "that died without finishing (the worker process was killed each time — out of "
-            f"memory? memory ceiling {settings.memory_ceiling_bytes:,} bytes) — give workers "
-            "more memory or lower their concurrency, then: etl-enqueue --resume " + run_id
+            deaths.attempts_exhausted_error(
+                key.label,
+                rows,
+                claim.attempts,
+                cause=cause,
+                last=last,
+                memory_ceiling=settings.memory_ceiling_bytes,
+                run_id=run_id,
+            )
         )
         ctx.audit.mark_failed(part_id, str(error), rows_read=rows)
         raise error
 
-    ctx.heartbeat.watch(part_id, owner)
+    heartbeat = ctx.heartbeat if renews_lease else None
+    if heartbeat is not None:
+        heartbeat.watch(part_id, owner)
     memory.reset_peak()
     rss_before = memory.current_rss()
     try:
@@ -138,7 +151,8 @@ def run_partition(
         _safe(lambda: ctx.audit.expire_lease(part_id, owner))
         raise
     finally:
-        ctx.heartbeat.unwatch()
+        if heartbeat is not None:
+            heartbeat.unwatch()
         if memory.peak_rss() - rss_before > memory.RELEASE_AFTER_BYTES:
             memory.release_free_memory()
 
@@ -216,8 +230,11 @@ def _explain(ctx: WorkerContext, run_id: str, key: PartitionKey, error: EtlError
     # A partition too big for a limit: what happened, and the two ways out.
     too_big = "partition {} {} — {}, or split big partitions".format
     if isinstance(error, TimeLimitExceeded):
-        limit = f"the task time limit of {settings.soft_time_limit}s (ETL_TASK_TIME_LIMIT)"
-        return TimeLimitExceeded(too_big(key.label, f"ran past {limit}", "raise it"))
+        return TimeLimitExceeded(
+            deaths.soft_time_limit_error(
+                key.label, settings.soft_time_limit, settings.task_time_limit
+            )
+        )
     if isinstance(error, MemoryCeilingExceeded):
         rows = _safe(lambda: _count_rows(ctx, run_id, key))
         if isinstance(rows, int):
@@ -226,6 +243,13 @@ def _explain(ctx: WorkerContext, run_id: str, key: PartitionKey, error: EtlError
             return MemoryCeilingExceeded(
                 too_big(key.label, what, "raise the ceiling on bigger workers")
             )
+    if isinstance(error, StatementTimedOut):
+        limit = f"ETL_WRITE_TIMEOUT ({settings.write_timeout_seconds:g}s)"
+        return StatementTimedOut(
+            f"partition {key.label}: Postgres cancelled one of its statements ({error}); a "
+            f"statement of its write may run, or wait for a lock, {limit} — raise it if its "
+            "writes are that slow, or split big partitions"
+        )
     if isinstance(error, UnexpectedError):
         # Not ours, not the database's: a bug. Record it rather than loop on it.
         return UnexpectedError(f"partition {key.label}: {error}")
@@ -280,6 +304,8 @@ def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey)
     try:
         result = run.transform(frame)
     except Exception as exc:
+        if retry.is_soft_time_limit(exc):
+            raise  # the task's time limit, not the transform's failure: reported as such
         raise TransformError(
             f"transform {run.spec.transform} failed on partition {key.label}: "
             f"{traceback_last_line(exc)}"
@@ -318,6 +344,12 @@ def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionK
     lock_key = f"{run.target}\x1f{tagged}\x1f{key.split_lo}"
     cur = ctx.adbc.cursor()
     try:
+        # Bound how long this transaction can hold its locks if this process freezes
+        # (SIGSTOP, a paused VM) or waits: Postgres ends it (docs/reliability.md).
+        cur.execute(
+            audit.write_timeouts_sql(ctx.settings.write_timeout_seconds, ctx.settings.lease_seconds)
+        )
+        cur.fetchall()
         cur.execute(
             bind(
                 sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"), {"k": lock_key}

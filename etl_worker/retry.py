@@ -38,7 +38,7 @@ def classify(exc: BaseException) -> TransientError | PermanentPartitionError:
     does (its message is the cause's; the caller adds which partition)."""
     if isinstance(exc, TransientError | PermanentPartitionError):
         return exc
-    if _is_soft_time_limit(exc):
+    if is_soft_time_limit(exc):
         return TimeLimitExceeded(str(exc) or "soft time limit exceeded")
     if isinstance(exc, ServiceUnavailable):  # our own wrapper of a failed connect
         return TransientError(str(exc))
@@ -75,6 +75,7 @@ def backoff(retries: int, settings: Settings) -> float:
     )
 
 
-def _is_soft_time_limit(exc: BaseException) -> bool:
-    # By name: billiard's SoftTimeLimitExceeded, without importing Celery's pool here.
+def is_soft_time_limit(exc: BaseException) -> bool:
+    """The task's soft time limit fired (billiard's SoftTimeLimitExceeded, known by name
+    so this module imports nothing of Celery's pool)."""
     return type(exc).__name__ == "SoftTimeLimitExceeded"

@@ -4,8 +4,9 @@ A partition is stranded in one of two ways, each found from the audit table (the
 truth; Celery's and Redis's own bookkeeping is not):
 
 - **Its worker died mid-partition** (the node was terminated, its process group killed): the
-  attempt's lease stops being renewed by its heartbeat and expires. This is the fast path, a
-  dead node's partitions come back `ETL_LEASE_SECONDS` (+ one sweep interval) after its death.
+  attempt's lease stops being renewed by its worker's main process and expires. This is the
+  fast path, a dead node's partitions come back `ETL_LEASE_SECONDS` (+ one sweep interval)
+  after its death.
   Redis would redeliver the message too, but only `visibility_timeout` after it was fetched,
   and only when some live worker runs kombu's restore. (A pool process killed alone needs no
   sweeper: its message is requeued at once by `task_reject_on_worker_lost` and the next
@@ -24,6 +25,12 @@ had its full visibility timeout to bring back whatever a dead node was holding, 
 after the short windows in which a live message is in neither place (buffered in a
 producer's pipeline, popped by a worker but not yet recorded as unacked). Only rows with no
 activity for that long are looked up at all.
+
+Who sweeps: every worker's main process tries for the fleet's turn every
+ETL_SWEEP_INTERVAL / 4, and about one per interval gets it (`take_turn_and_sweep`); the
+beat-scheduled `etl.sweep` task takes the same turn. `etl-sweep` (an operator's, by hand or
+`--watch`) and `etl-enqueue --wait` (its own run) sweep when asked, without a turn: a
+sweep more is harmless, and an operator who asks for one gets it.
 
 Either way the partition goes back to `queued` with a fresh task id (recorded in the audit
 row with a requeue count and the reason) and is sent through `producer.send_tasks`, in the
@@ -47,10 +54,12 @@ import psycopg
 import redis
 from celery import Celery
 
+from etl_worker import migrations
 from etl_worker.audit import Audit, QueuedPartition
 from etl_worker.celery_app import make_app
 from etl_worker.config import Settings
 from etl_worker.db import connect, first_line
+from etl_worker.errors import AuditSchemaMissing
 from etl_worker.partition import partition_label
 from etl_worker.producer import run_queue, send_tasks
 
@@ -184,6 +193,43 @@ def sweep(
                 _send(settings, app, audit, requeued, result, lost=True)
     for line in result.lines():
         log.info("%s", line)
+    return result
+
+
+def take_turn_and_sweep(
+    settings: Settings, conn: psycopg.Connection, *, by: str, app: Celery | None = None
+) -> SweepResult | None:
+    """The fleet's sweep: every run, when nobody (no worker, no beat) swept in the last
+    ETL_SWEEP_INTERVAL; None when it was not this caller's turn.
+
+    The turn is one row (`sweep_state`), stamped by an UPDATE that matches only when the
+    last sweep is old enough: concurrent callers serialize on the row, the second re-reads
+    it stamped and matches nothing. Not a lock held while sweeping: a sweeper frozen or
+    killed mid-sweep holds nothing, and the next turn comes one interval later (with an
+    advisory lock, a frozen sweeper's session would stop the fleet's sweeping for as long
+    as it stays frozen). A sweep that runs longer than an interval may overlap the next
+    one, which is harmless: sweeps are safe to run at once."""
+    try:
+        turn = Audit(conn, settings.audit_schema).take_sweep_turn(by, settings.sweep_interval)
+    except psycopg.errors.UndefinedTable:
+        # No audit schema here yet (nothing to sweep), or one older than this code (say so).
+        try:
+            migrations.check_version(conn, settings.audit_schema, "worker's sweep")
+        except AuditSchemaMissing:
+            return None
+        raise
+    if not turn:
+        return None
+    started = time.monotonic()
+    result = sweep(settings, conn, app=app)
+    took = time.monotonic() - started
+    if took > settings.sweep_interval:
+        log.warning(
+            "the sweep took %.1fs, longer than ETL_SWEEP_INTERVAL (%gs): the next one may "
+            "overlap it",
+            took,
+            settings.sweep_interval,
+        )
     return result
 
 

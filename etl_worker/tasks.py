@@ -1,6 +1,8 @@
 """The worker's Celery app and its tasks. The partition task is thin: `pipeline.run_partition`
-does the work; this module maps its outcome onto Celery (retry, defer, fail). The sweep task
-is the periodic form of `etl-sweep` (sweeper.py).
+does the work; this module maps its outcome onto Celery (retry, defer, fail). The worker's
+main process renews the leases, sweeps and records how pool processes died
+(supervisor.py, installed here as a bootstep and the partition task's Request class). The
+sweep task is the beat-scheduled form of the workers' own sweep (sweeper.py).
 
 Start workers with `celery -A etl_worker worker` (the app is `etl_worker.app`).
 """
@@ -13,7 +15,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init
 
-from etl_worker import memory, pipeline, sweeper
+from etl_worker import memory, pipeline, supervisor, sweeper
 from etl_worker.celery_app import SWEEP_TASK_NAME, TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import worker_context
@@ -29,6 +31,8 @@ app = make_app(settings)
 # formatting (in a worker, where the celery command loads Flower's options as a plugin,
 # they are set and never read). The one ops import the core may make (pyproject.toml).
 install_flower_defaults()
+# The worker's main process renews its pool processes' leases and sweeps (supervisor.py).
+app.steps["worker"].add(supervisor.step_for(settings))
 
 
 @worker_process_init.connect
@@ -37,7 +41,14 @@ def _prepare_pool_process(**_: Any) -> None:
     pipeline.warm_up()
 
 
-@app.task(name=TASK_NAME, bind=True, max_retries=None)
+@app.task(
+    name=TASK_NAME,
+    bind=True,
+    max_retries=None,
+    # The main process hears how each attempt ended (a killed pool process, the hard time
+    # limit) and records it before Celery acks or requeues the message.
+    Request="etl_worker.supervisor:PartitionRequest",
+)
 def process_partition(
     self: Task,
     run_id: str,
@@ -52,7 +63,15 @@ def process_partition(
     key = PartitionKey(zip, lo, hi)
     try:
         outcome = pipeline.run_partition(
-            ctx, run_id, part_id, key, self.request.id or "", retries=self.request.retries
+            ctx,
+            run_id,
+            part_id,
+            key,
+            self.request.id or "",
+            retries=self.request.retries,
+            # The worker's main process renews the lease (supervisor.py): a thread here
+            # would starve while a transform holds the GIL.
+            renews_lease=False,
         )
     except RetryLater as later:
         log.info("partition %s: %s; again in %.1fs", key.label, later.detail, later.countdown)
@@ -62,9 +81,13 @@ def process_partition(
 
 
 # Acked on receipt: a sweep lost with its worker is simply the next scheduled one.
-@app.task(name=SWEEP_TASK_NAME, acks_late=False)
-def sweep() -> dict[str, Any]:
-    """Re-enqueue stranded partitions of every run (the beat schedule sends this)."""
+@app.task(name=SWEEP_TASK_NAME, bind=True, acks_late=False)
+def sweep(self: Task) -> dict[str, Any]:
+    """Re-enqueue stranded partitions of every run (the beat schedule sends this): the
+    workers' own sweep, taking the same turn, so beat adds no second sweep per interval."""
     ctx = worker_context(settings)
-    result = sweeper.sweep(settings, ctx.pg, app=app)
+    by = f"beat's etl.sweep on {self.request.hostname}"
+    result = sweeper.take_turn_and_sweep(settings, ctx.pg, by=by, app=app)
+    if result is None:
+        return {"skipped": "another worker swept within ETL_SWEEP_INTERVAL"}
     return {"requeued": result.requeued, "checked": result.checked}

@@ -8,8 +8,9 @@ prefork -c 1`, the main process is measured, which loads the tasks module but ru
 tasks) on the Redis at ETL_BROKER_URL, under a key prefix and queue of its own that are
 deleted afterwards. When the worker is ready (Celery's `worker_ready` signal) the process
 itself writes `len(sys.modules)`, its VmRSS and which etl_worker modules it loaded; then
-it gets a warm shutdown. Nothing connects to Postgres: a worker does not until its first
-task. Prints one JSON line per start, then the medians.
+it gets a warm shutdown. Postgres is not needed: the worker's main process tries to sweep
+(and logs, once, that it cannot) and renews no lease until it runs a task. Prints one JSON
+line per start, then the medians.
 """
 
 from __future__ import annotations

@@ -108,6 +108,58 @@ UPDATE {schema}.partitions
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), heartbeat_at = now()
 WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started';
 
+-- name: renew_leases
+-- The worker's main process renews the leases of every attempt its pool processes run, in
+-- one statement, from a thread the transforms cannot starve (supervisor.py). The same
+-- checks as renew_lease, per (partition, owner) pair: a lease that lapsed or moved on is
+-- not revived. Returns the owners renewed; the others are no longer theirs.
+UPDATE {schema}.partitions p
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), heartbeat_at = now()
+FROM unnest(%(part_ids)s::bigint[], %(owners)s::text[]) AS l(part_id, owner)
+WHERE p.part_id = l.part_id AND p.lease_owner = l.owner AND p.state = 'started'
+  AND p.lease_expires_at > now()
+RETURNING p.lease_owner;
+
+-- name: record_death
+-- An attempt's pool process died (killed by a signal, out of memory, exited): its worker's
+-- main process records how, while the dead attempt still holds the lease. The lease is
+-- left as it is: the message Celery requeues takes it over (a dead process on its own
+-- host); an expired one would have the sweeper send the partition a second time.
+UPDATE {schema}.partitions
+SET death_cause = %(cause)s, error = %(error)s
+WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started'
+RETURNING part_id;
+
+-- name: fail_dead_attempt
+-- An attempt's pool process was killed at the hard time limit: the partition fails (its
+-- message is acked, and a retry would be stopped the same way). Only while that attempt
+-- still holds the lease.
+UPDATE {schema}.partitions
+SET state = 'failed', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+    death_cause = %(cause)s, error = %(error)s
+WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started'
+RETURNING part_id;
+
+-- name: last_death
+SELECT death_cause, error FROM {schema}.partitions WHERE part_id = %(part_id)s;
+
+-- name: bound_write_transaction
+-- The first statement of a partition's write transaction (pipeline.py): how long it may
+-- wait for a lock or run one statement, and sit idle between two, before Postgres ends it
+-- and frees its locks. Values in milliseconds; local to the transaction.
+SELECT set_config('lock_timeout', %(statement_ms)s, true),
+       set_config('statement_timeout', %(statement_ms)s, true),
+       set_config('idle_in_transaction_session_timeout', %(idle_ms)s, true);
+
+-- name: take_sweep_turn
+-- The fleet's sweep turn: matches (and stamps) only when nobody swept in the last
+-- %(every)s seconds. Two workers trying at once serialize on the row; the second re-reads
+-- the stamped row and matches nothing.
+UPDATE {schema}.sweep_state
+SET last_sweep_at = now(), swept_by = %(by)s
+WHERE last_sweep_at < now() - make_interval(secs => %(every)s)
+RETURNING last_sweep_at;
+
 -- name: partition_state
 SELECT state::text FROM {schema}.partitions WHERE part_id = %(part_id)s;
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cgroups import MemoryLimit
 from tests.support.runs import WaitingProducer
 from tests.support.services import Stack
 
@@ -26,3 +27,18 @@ def enqueue_and_wait(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Wai
     yield start
     for producer in started:
         producer.stop()
+
+
+@pytest.fixture
+def memory_limit() -> Iterator[Callable[[int], MemoryLimit]]:
+    """Make memory cgroups with a limit (the test skips where it cannot); removed after the
+    test. Ask for it before `start_worker`, so the workers in it are stopped first."""
+    made: list[MemoryLimit] = []
+
+    def make(limit_bytes: int) -> MemoryLimit:
+        made.append(MemoryLimit(limit_bytes))
+        return made[-1]
+
+    yield make
+    for limit in made:
+        limit.remove()

@@ -16,10 +16,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.support.cgroups import MemoryLimit
 from tests.support.data import audit_rows, make_raw_table, table_difference
 from tests.support.reliability import exactly_once, record
 from tests.support.runs import SLOW, WaitingProducer, rows_in_state, start_run, wait_for_run_end
 from tests.support.services import Stack, Worker, wait_until
+from tests.support.timings import short_timings
+from tests.support.transforms import EAT_MEMORY
 
 pytestmark = pytest.mark.faults
 
@@ -67,30 +70,21 @@ def test_a_pool_process_killed_mid_task_is_requeued_at_once_and_finishes_on_anot
     )
 
 
-#: Short timings for a dead node, in the order the sweeper needs: the lease expires 3 s
-#: after the last heartbeat; Redis would redeliver a fetched message after 10 s.
-DEAD_NODE_TIMINGS = {
-    "ETL_LEASE_SECONDS": "3",
-    "ETL_TASK_TIME_LIMIT": "8",
-    "ETL_VISIBILITY_TIMEOUT": "10",
-    "ETL_RETRY_BACKOFF_MAX": "2",
-    "ETL_SWEEP_INTERVAL": "1",
-}
+#: Short timings for a dead node: the lease expires 3 s after its last renewal; Redis
+#: would redeliver a fetched message after 10 s.
+DEAD_NODE_TIMINGS = short_timings(lease=3, task_limit=8)
 
 
-def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_changes_nothing(
-    stack: Stack,
-    start_worker: Callable[..., Worker],
-    enqueue_and_wait: Callable[..., WaitingProducer],
+def test_a_dead_node_s_zips_are_swept_by_the_other_workers_and_redelivery_changes_nothing(
+    stack: Stack, start_worker: Callable[..., Worker]
 ) -> None:
     url = stack.database_url
     make_raw_table(url, zips=10, rows_per_zip=5)
     env = DEAD_NODE_TIMINGS | {"ETL_TEST_SLEEP": "1"}
     survivor = start_worker(concurrency=1, name="survivor@%h", **env)
     victim = start_worker(concurrency=2, name="victim@%h", **env)
-    # The waiting producer is the only sweeper here: no other process recovers the zips.
-    producer = enqueue_and_wait("--all-zips", "--transform", SLOW, **env)
-    run_id = producer.run_id
+    # Enqueued without --wait, and no etl-sweep, no beat: the workers alone recover the zips.
+    run_id = start_run(stack.env | DEAD_NODE_TIMINGS, "--all-zips", "--transform", SLOW)
 
     def victim_busy() -> dict[str | None, dict[str, object]] | None:
         rows = audit_rows(url, run_id)
@@ -113,7 +107,7 @@ def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_chang
         rows = audit_rows(url, run_id)
         return all(rows[k]["requeues"] for k in in_flight)
 
-    wait_until(swept, timeout=60, interval=0.1, what="the sweeper to re-enqueue them")
+    wait_until(swept, timeout=60, interval=0.1, what="a worker's sweep to re-enqueue them")
     detected = time.monotonic() - killed
     wait_until(
         lambda: set(in_flight) <= set(rows_in_state(url, run_id, "finished")),
@@ -122,7 +116,7 @@ def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_chang
         what="the dead node's zips to finish elsewhere",
     )
     recovered = time.monotonic() - killed
-    assert producer.wait(120) == 0, producer.stderr()
+    wait_for_run_end(url, run_id)
 
     rows = audit_rows(url, run_id)
     assert {r["state"] for r in rows.values()} == {"finished"}
@@ -134,6 +128,7 @@ def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_chang
         assert "with no outcome" in str(rows[key]["requeue_reason"])
         assert rows[key]["task_id"] != in_flight[key]["task_id"]  # a fresh message
     assert table_difference(url, "raw_companies", "clean_companies") == (0, 0)
+    assert "whose lease expired (worker died)" in survivor.log()  # the survivor swept
 
     # Redis still holds the dead node's original messages as unacked; after the visibility
     # timeout the survivor restores them, and each delivery finds its zip finished.
@@ -151,10 +146,10 @@ def test_a_dead_node_s_zips_are_swept_to_the_surviving_node_and_redelivery_chang
         url,
         "whole worker node SIGKILLed mid-run",
         "killpg(node, SIGKILL) while it holds zips; a second node keeps running",
-        f"{len(in_flight)} zip(s) re-enqueued {detected:.1f} s after the kill by the sweeper "
-        "in `etl-enqueue --wait` (lease expired; ETL_LEASE_SECONDS=3, ETL_SWEEP_INTERVAL=1), "
-        "finished on the other node; Redis's later redelivery of the originals found them "
-        "finished and did nothing",
+        f"{len(in_flight)} zip(s) re-enqueued {detected:.1f} s after the kill by the "
+        "surviving worker's own sweep, with no producer waiting and no etl-sweep (lease "
+        "expired; ETL_LEASE_SECONDS=3, ETL_SWEEP_INTERVAL=1), finished on the other node; "
+        "Redis's later redelivery of the originals found them finished and did nothing",
         recovery_seconds=recovered,
     )
 
@@ -238,6 +233,10 @@ def test_a_zip_over_the_memory_ceiling_or_killed_every_time_fails_clearly_withou
     assert killed["state"] == "failed" and killed["attempts"] == 3
     assert "partition 00001 (5 rows): gave up after 3 attempts" in str(killed["error"])
     assert "etl-enqueue --resume " + run_id in str(killed["error"])
+    # Killed by a SIGKILL the OOM killer did not send: no "out of memory?" hint.
+    assert killed["death_cause"] == "signal"
+    assert "was killed by signal 9 (SIGKILL)" in str(killed["error"])
+    assert "out of memory" not in str(killed["error"])
     # Three deliveries died with their process; the fourth found the budget spent and failed
     # the zip at once, without waiting out the dead process's lease.
     assert worker.log().count("WorkerLostError('Worker exited prematurely: signal 9") == 3
@@ -255,10 +254,53 @@ def test_a_zip_over_the_memory_ceiling_or_killed_every_time_fails_clearly_withou
         expected=expected,
     )
     record(
-        "pool process OOM-killed every time",
+        "pool process SIGKILLed every time (not by the OOM killer)",
         "transform SIGKILLs its own process on one zip, ETL_MAX_ATTEMPTS=3",
-        "requeued after each kill, then failed after exactly 3 attempts (4th delivery), "
-        "error names the zip, rows and ceiling and says how to resume; no endless loop",
+        "the main process recorded each death (signal 9, the cgroup's OOM-kill count "
+        "unchanged) and Celery requeued the message; failed after exactly 3 attempts (4th "
+        "delivery), the error naming the zip, its rows and the last death, without the "
+        "out-of-memory hint, and saying how to resume; no endless loop",
         rows_lost=lost,
         rows_doubled=doubled,
+    )
+
+
+def test_a_zip_whose_process_is_oom_killed_every_time_fails_with_the_out_of_memory_hint(
+    memory_limit: Callable[[int], MemoryLimit],
+    stack: Stack,
+    start_worker: Callable[..., Worker],
+) -> None:
+    url = stack.database_url
+    make_raw_table(url, zips=3, rows_per_zip=5)
+    limited = memory_limit(700 * 1024**2)  # a worker and its pool process fit; the hog not
+    start_worker(
+        concurrency=1,
+        wrapper=limited.wrapper(),
+        ETL_MAX_ATTEMPTS="2",
+        ETL_TEST_OOM_ZIPS="00001",
+    )
+    run_id = start_run(stack.env, "--all-zips", "--transform", EAT_MEMORY)
+
+    wait_for_run_end(url, run_id, timeout=120)
+
+    rows = audit_rows(url, run_id)
+    oom = rows.pop("00001")
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    assert (oom["state"], oom["attempts"], oom["death_cause"]) == ("failed", 2, "oom")
+    assert str(oom["error"]).startswith(
+        "partition 00001 (5 rows): gave up after 2 attempts that died without finishing, "
+        "killed by the OOM killer each time — out of memory? (last: pool process "
+    )
+    assert limited.oom_kills() == 2  # the kernel's own count: two real OOM kills
+    exactly_once(
+        url,
+        "pool process OOM-killed every time (a real OOM kill)",
+        "worker in a memory cgroup limited to 700 MiB; the transform of one zip allocates "
+        "until the kernel's OOM killer kills its process; ETL_MAX_ATTEMPTS=2",
+        "the main process saw each SIGKILL with the cgroup's oom_kill count rising and "
+        "recorded an OOM kill on the attempt before Celery requeued the message; after 2 "
+        "attempts the zip failed with 'killed by the OOM killer each time — out of memory?' "
+        "and how to resume; every other zip finished",
+        expected="(SELECT * FROM raw_companies WHERE zip_code <> '00001' OR zip_code IS NULL) "
+        "AS expected",
     )

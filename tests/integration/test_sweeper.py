@@ -4,15 +4,17 @@ dead worker (an expired lease) and the lost message (a message removed from Redi
 from __future__ import annotations
 
 import json
+import threading
 
 import psycopg
 import redis
 
 from etl_worker.celery_app import make_app
 from etl_worker.config import Settings
-from etl_worker.sweeper import broker_task_ids
+from etl_worker.db import connect
+from etl_worker.sweeper import SweepResult, broker_task_ids, take_turn_and_sweep
 from tests.support.cli import IDENTITY, run_cli
-from tests.support.data import audit_rows, make_raw_table
+from tests.support.data import audit_rows, make_raw_table, scalar
 from tests.support.runs import start_run
 from tests.support.services import Stack
 
@@ -108,3 +110,34 @@ def test_etl_sweep_names_an_unknown_run_and_watch_ends_with_the_run(stack: Stack
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("error: run 'no-such-run' not found")
     assert watched.returncode == 0 and watched.stdout == ""  # nothing to do, and it ended
+
+
+def test_of_sweepers_trying_at_once_one_takes_the_turn_and_nobody_else_within_the_interval(
+    stack: Stack,
+) -> None:
+    make_raw_table(stack.database_url, zips=1, rows_per_zip=1)
+    start_run(stack.env, "--all-zips", "--transform", IDENTITY)  # the audit schema
+    settings = Settings.load(stack.env | {"ETL_SWEEP_INTERVAL": "3600"})
+    app = make_app(settings)
+    workers = [f"w{i}@node" for i in range(4)]
+    at_once = threading.Barrier(len(workers))
+    turns: dict[str, SweepResult | None] = {}
+
+    def try_to_sweep(name: str) -> None:
+        with connect(settings.database_url) as conn:
+            at_once.wait()  # every worker's UPDATE of the turn row at the same moment
+            turns[name] = take_turn_and_sweep(settings, conn, by=name, app=app)
+
+    threads = [threading.Thread(target=try_to_sweep, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    swept = [w for w in workers if turns[w] is not None]
+    assert len(swept) == 1
+    assert scalar(stack.database_url, "SELECT swept_by FROM etl.sweep_state") == swept[0]
+    with connect(settings.database_url) as conn:  # later, still within the interval
+        assert take_turn_and_sweep(settings, conn, by="late@node", app=app) is None
+    manual = run_cli("etl-sweep", env=stack.env, check=True)  # an operator's: sweeps anyway
+    assert manual.stdout.startswith("nothing to re-enqueue")

@@ -96,7 +96,8 @@ def audit_rows(url: str, run_id: str) -> dict[str | None, dict[str, object]]:
         cur = conn.execute(
             """
             SELECT part_key, state::text AS state, attempts, retries, task_id, worker,
-                   lease_owner, error, requeues, requeue_reason, rows_read, rows_written
+                   lease_owner, error, death_cause, requeues, requeue_reason, rows_read,
+                   rows_written
             FROM etl.partitions WHERE run_id = %s
             """,
             (run_id,),

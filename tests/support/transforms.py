@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -61,3 +62,40 @@ def killed_on_marked_zips(df: pd.DataFrame) -> pd.DataFrame:
     if path and len(df) and str(df["zip_code"].iloc[0]) in Path(path).read_text().split():
         os.kill(os.getpid(), signal.SIGKILL)
     return slow_identity(df)
+
+
+#: The `module:function` of a run whose marked zips get stuck (`stuck_on_marked_zips`).
+STUCK = f"{__name__}:stuck_on_marked_zips"
+
+
+def stuck_on_marked_zips(df: pd.DataFrame) -> pd.DataFrame:
+    """Zips listed in ETL_TEST_STUCK_IN_C (comma-separated) spin in C code holding the GIL,
+    as a transform stuck in a C extension does: no other thread of the process runs, and
+    no signal handler (the soft time limit's) ever gets to run. Zips in
+    ETL_TEST_STUCK_IN_PYTHON sleep in Python, where the soft time limit stops them.
+    Identity for the others."""
+    if not len(df):
+        return df
+    zip_code = str(df["zip_code"].iloc[0])
+    if zip_code in os.environ.get("ETL_TEST_STUCK_IN_C", "").split(","):
+        sum(itertools.repeat(1, 10**13))
+    if zip_code in os.environ.get("ETL_TEST_STUCK_IN_PYTHON", "").split(","):
+        time.sleep(3600)
+    return df
+
+
+#: The `module:function` of a run whose marked zips run out of memory.
+EAT_MEMORY = f"{__name__}:eat_memory_on_marked_zips"
+
+
+def eat_memory_on_marked_zips(df: pd.DataFrame) -> pd.DataFrame:
+    """Zips listed in ETL_TEST_OOM_ZIPS (comma-separated) allocate memory until the kernel's
+    OOM killer stops them (run the worker in a memory cgroup with a limit); identity for
+    the others."""
+    if len(df) and str(df["zip_code"].iloc[0]) in os.environ.get("ETL_TEST_OOM_ZIPS", "").split(
+        ","
+    ):
+        hog = []
+        while True:
+            hog.append(bytearray(32 * 1024**2))  # zero-filled: every page is touched
+    return df

@@ -53,9 +53,31 @@ def test_a_malformed_number_names_its_variable() -> None:
         Settings.load(environ={"ETL_MAX_ATTEMPTS": "many"})
 
 
-def test_the_soft_time_limit_fires_before_the_hard_one() -> None:
-    settings = Settings.load(environ={"ETL_TASK_TIME_LIMIT": "1800"})
-    assert 0 < settings.soft_time_limit < settings.task_time_limit
+@pytest.mark.parametrize(("hard", "soft"), [(1800, 1740), (100, 90), (5, 4), (2, 1)])
+def test_the_soft_time_limit_fires_before_the_hard_one(hard: int, soft: int) -> None:
+    settings = Settings.load(environ={"ETL_TASK_TIME_LIMIT": str(hard)})
+    assert settings.soft_time_limit == soft
+
+
+@pytest.mark.parametrize(
+    ("env", "seconds"),
+    [
+        ({}, 300),  # the default: 5 minutes under the 30-minute task limit
+        ({"ETL_TASK_TIME_LIMIT": "60", "ETL_VISIBILITY_TIMEOUT": "90"}, 60),  # the lease
+        ({"ETL_TASK_TIME_LIMIT": "400", "ETL_VISIBILITY_TIMEOUT": "500"}, 100),
+        ({"ETL_WRITE_TIMEOUT": "90"}, 90),
+    ],
+)
+def test_the_write_timeout_is_derived_from_the_lease_and_the_task_limit_unless_set(
+    env: dict[str, str], seconds: float
+) -> None:
+    assert Settings.load(environ=env).write_timeout_seconds == seconds
+
+
+@pytest.mark.parametrize("value", ["30", "1800"])
+def test_a_write_timeout_must_outlast_the_lease_and_stay_under_the_task_limit(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"ETL_WRITE_TIMEOUT .* must be at least"):
+        Settings.load(environ={"ETL_WRITE_TIMEOUT": value})
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ TRANSIENT = [
     psycopg.errors.ConnectionFailure("connection failure"),  # any 08xxx
     psycopg.errors.TooManyConnections("too many clients"),
     psycopg.errors.LockNotAvailable("lock timeout"),
+    psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
     psycopg.OperationalError("server closed the connection unexpectedly"),
     adbc_driver_manager.OperationalError(
         "IO error", status_code=adbc_driver_manager.AdbcStatusCode.IO
