@@ -20,15 +20,10 @@ from tests.support.data import audit_rows, make_raw_table
 from tests.support.reliability import exactly_once
 from tests.support.runs import rows_in_state, start_run, wait_for_run_end
 from tests.support.services import Stack, Worker, wait_until
-from tests.support.timings import short_timings
+from tests.support.timings import LEASE_3S, short_timings
 from tests.support.transforms import STUCK
 
 pytestmark = pytest.mark.faults
-
-#: A lease of 3 s, renewed every 0.75 s, swept every ~1 s: a stuck partition whose lease
-#: were not renewed would be sent again within 3-4.5 s, long before its 8 s time limit.
-#: (Shorter leases flake on a loaded machine: a commit can stall for a second.)
-STUCK_TIMINGS = short_timings(lease=3, task_limit=8)
 
 
 def test_stuck_transforms_keep_their_lease_and_fail_at_the_time_limit_that_stopped_them(
@@ -36,9 +31,9 @@ def test_stuck_transforms_keep_their_lease_and_fail_at_the_time_limit_that_stopp
 ) -> None:
     url = stack.database_url
     make_raw_table(url, zips=3, rows_per_zip=5)
-    env = STUCK_TIMINGS | {"ETL_TEST_STUCK_IN_C": "00000", "ETL_TEST_STUCK_IN_PYTHON": "00001"}
+    env = LEASE_3S | {"ETL_TEST_STUCK_IN_C": "00000", "ETL_TEST_STUCK_IN_PYTHON": "00001"}
     worker = start_worker(concurrency=3, **env)
-    run_id = start_run(stack.env | STUCK_TIMINGS, "--all-zips", "--transform", STUCK)
+    run_id = start_run(stack.env | LEASE_3S, "--all-zips", "--transform", STUCK)
 
     wait_for_run_end(url, run_id, timeout=90)
 

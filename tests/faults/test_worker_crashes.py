@@ -21,7 +21,7 @@ from tests.support.data import audit_rows, make_raw_table, table_difference
 from tests.support.reliability import exactly_once, record
 from tests.support.runs import SLOW, WaitingProducer, rows_in_state, start_run, wait_for_run_end
 from tests.support.services import Stack, Worker, wait_until
-from tests.support.timings import short_timings
+from tests.support.timings import LEASE_3S
 from tests.support.transforms import EAT_MEMORY
 
 pytestmark = pytest.mark.faults
@@ -70,21 +70,16 @@ def test_a_pool_process_killed_mid_task_is_requeued_at_once_and_finishes_on_anot
     )
 
 
-#: Short timings for a dead node: the lease expires 3 s after its last renewal; Redis
-#: would redeliver a fetched message after 10 s.
-DEAD_NODE_TIMINGS = short_timings(lease=3, task_limit=8)
-
-
 def test_a_dead_node_s_zips_are_swept_by_the_other_workers_and_redelivery_changes_nothing(
     stack: Stack, start_worker: Callable[..., Worker]
 ) -> None:
     url = stack.database_url
     make_raw_table(url, zips=10, rows_per_zip=5)
-    env = DEAD_NODE_TIMINGS | {"ETL_TEST_SLEEP": "1"}
+    env = LEASE_3S | {"ETL_TEST_SLEEP": "1"}
     survivor = start_worker(concurrency=1, name="survivor@%h", **env)
     victim = start_worker(concurrency=2, name="victim@%h", **env)
     # Enqueued without --wait, and no etl-sweep, no beat: the workers alone recover the zips.
-    run_id = start_run(stack.env | DEAD_NODE_TIMINGS, "--all-zips", "--transform", SLOW)
+    run_id = start_run(stack.env | LEASE_3S, "--all-zips", "--transform", SLOW)
 
     def victim_busy() -> dict[str | None, dict[str, object]] | None:
         rows = audit_rows(url, run_id)

@@ -15,3 +15,9 @@ def short_timings(*, lease: float, task_limit: int, **more: str) -> dict[str, st
         "ETL_RETRY_BACKOFF_MAX": "2",
         "ETL_SWEEP_INTERVAL": "1",
     } | more
+
+
+#: A lease of 3 s (renewed every 0.75 s), a task limit of 8 s, sweeps every second: a dead
+#: or unrenewed attempt's partition is sent again 3-4.5 s on, long before the limit.
+#: (Shorter leases flake on a loaded machine: a commit can stall for a second.)
+LEASE_3S = short_timings(lease=3, task_limit=8)
