@@ -221,8 +221,9 @@ class Settings:
 
     @property
     def heartbeat_network_timeout(self) -> float:
-        """The heartbeat's connection gives up on a silent database within half a lease at
-        most, so a renewal stuck on a dead socket still reconnects and renews in time."""
+        """The lease renewer's connection (the worker main process's keeper, or the heartbeat
+        without Celery) gives up on a silent database within half a lease at most, so a
+        renewal stuck on a dead socket still reconnects and renews in time."""
         return max(MIN_NETWORK_TIMEOUT, min(self.network_timeout, self.lease_seconds / 2))
 
     @property

@@ -48,9 +48,9 @@ SWEEP_AFTER_MARGIN = 600
 SWEEP_INTERVAL = 30.0
 #: A connection whose peer has gone silent (a network partition drops packets: no FIN, no
 #: RST) is given up within about this many seconds, on every connection: Postgres (control,
-#: data, the heartbeat's own) and Redis. network.py turns it into TCP keepalives, a TCP user
-#: timeout and connect/command timeouts. A quarter of LEASE_SECONDS, so a heartbeat stuck on
-#: a dead socket reconnects and renews long before its lease lapses, and a worker cut off
+#: data, the lease renewer's own) and Redis. network.py turns it into TCP keepalives, a TCP
+#: user timeout and connect/command timeouts. A quarter of LEASE_SECONDS, so a renewal stuck
+#: on a dead socket reconnects and renews long before its lease lapses, and a worker cut off
 #: from Redis or Postgres stops holding its pool process for the task time limit.
 NETWORK_TIMEOUT = 15.0
 #: Attempts (deliveries that started the work) before a partition is marked failed. Bounds

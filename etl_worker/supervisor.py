@@ -221,7 +221,9 @@ class Supervisor:
     def _keep(self) -> None:
         renew_every = self.settings.lease_seconds / 4
         tick = min(SAMPLE_SECONDS, renew_every)
-        keeper = _Connection(self.settings)
+        # Gives up on a silent database within half a lease at most, in time to reconnect
+        # and renew before the leases lapse (network.py).
+        keeper = _Connection(self.settings, self.settings.heartbeat_network_timeout)
         next_renewal = 0.0
         while True:
             try:
@@ -303,7 +305,7 @@ class Supervisor:
     def _sweep(self) -> None:
         by = f"{self.nodename} (pid {os.getpid()})"
         app = make_app(self.settings)
-        sweeping = _Connection(self.settings)
+        sweeping = _Connection(self.settings, self.settings.network_timeout)
         while not self._stopping.wait(self.settings.sweep_interval / 4):
             sweeping.run(
                 "sweep",
@@ -317,8 +319,9 @@ class _Connection:
     """One thread's own database connection, opened when first needed and again after a
     failure (the database restarting must not end the thread)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, network_timeout: float) -> None:
         self.settings = settings
+        self.network_timeout = network_timeout
         self._conn: psycopg.Connection | None = None
         self._failing: str | None = None
 
@@ -327,7 +330,8 @@ class _Connection:
         failure that repeats itself is logged once, until something else happens."""
         try:
             if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = connect(self.settings.database_url, connect_timeout=5)
+                url = self.settings.database_url
+                self._conn = connect(url, network_timeout=self.network_timeout)
             result = action(Audit(self._conn, self.settings.audit_schema))
         except Exception as exc:
             line = f"{what} failed (will try again): {first_line(exc)}"
