@@ -35,11 +35,11 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 WORKERS = 3
 DEMO = {"DEMO_ROWS": "20000", "DEMO_ZIPS": "100", "WORKER_AUTOSCALE": "2,1", "FLOWER_PORT": "0"}
 #: Short timings, in the order the sweeper needs (as in the fault tests): a killed
-#: container's lease runs out 10 s after its last heartbeat (long enough that a busy machine
+#: container's lease runs out 20 s after its last heartbeat (long enough that a busy machine
 #: does not starve a live one's heartbeat that long) and the sweeper looks every second; a
 #: partition may wait at the gate for up to a minute.
 TIMINGS = {
-    "ETL_LEASE_SECONDS": "10",
+    "ETL_LEASE_SECONDS": "20",
     "ETL_SWEEP_INTERVAL": "1",
     "ETL_TASK_TIME_LIMIT": "60",
     "ETL_VISIBILITY_TIMEOUT": "90",
