@@ -90,9 +90,14 @@ def main_process(container: str) -> int:
     return int(children[0])
 
 
-def logs(container: str) -> str:
+def logs(container: str, *options: str) -> str:
+    """The container's output, stdout and stderr (Celery logs to stderr)."""
     result = subprocess.run(
-        ["docker", "logs", container], capture_output=True, text=True, timeout=60, check=False
+        ["docker", "logs", *options, container],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     return result.stdout + result.stderr
 
