@@ -136,12 +136,12 @@ def test_a_killed_and_a_stopped_worker_container_lose_and_double_nothing(fleet: 
         return {k: r for k, r in started.items() if r["worker"] == node[container]}
 
     wait_until(lambda: held_by(killed) and held_by(stopped), 120, 0.2, "both victims busy")
+    # The gate holds them: each victim is mid-partition on these, and stays so.
+    in_flight, finishing = held_by(killed), held_by(stopped)
     docker("kill", killed)  # SIGKILL: the container dies with its partitions mid-transform
-    in_flight = held_by(killed)
     stopping = subprocess.Popen(["docker", "stop", "--time", "120", stopped])
     try:
         wait_until(lambda: "Warm shutdown" in logs(stopped), 60, 0.2, "the warm shutdown")
-        finishing = held_by(stopped)
         assert state(stopped, "{{.State.Running}}") == "true"  # waits for its partitions
         (fleet.gate / "closed").unlink()
         assert stopping.wait(120) == 0
@@ -154,7 +154,8 @@ def test_a_killed_and_a_stopped_worker_container_lose_and_double_nothing(fleet: 
     rows = audit_rows(url, run_id)
     assert {r["state"] for r in rows.values()} == {"finished"}
     for key in finishing:  # finished by the stopped container before it exited
-        assert rows[key]["worker"] == node[stopped] and rows[key]["requeues"] == 0
+        assert rows[key]["worker"] == node[stopped] and rows[key]["attempts"] == 1
+    assert "WorkerLostError" not in logs(stopped)
     for key in in_flight:  # swept after the lease expired, finished elsewhere
         assert rows[key]["requeues"] >= 1 and rows[key]["worker"] != node[killed]
     exactly_once(
