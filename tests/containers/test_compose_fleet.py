@@ -117,6 +117,10 @@ def test_the_demo_runs_once_through_three_worker_containers_and_every_service_is
     assert len(workers) == WORKERS
     assert {r["worker"] for r in rows.values()} == {project.node(w) for w in workers}
     assert table_difference(url, "raw_companies", "clean_companies") == (0, 0)
+    # The image carries the report extra: etl-report draws its charts in a one-off container.
+    report = project("run", "--rm", "--no-deps", "-T", "worker", "etl-report", run_id,
+                     "--html", "/tmp/report.html")  # fmt: skip
+    assert f"run {run_id}, {partitions} partitions, 0 failed" in report
     services = ["postgres", "redis", "flower"]
     for container in [*(project.container(s) for s in services), *workers]:
         wait_until(lambda c=container: health(c) == "healthy", 120, 1, f"{container} healthy")

@@ -140,6 +140,7 @@ def test_the_lock_file_pins_every_dependency_with_hashes() -> None:
     wanted = [
         *project["project"]["dependencies"],
         *project["project"]["optional-dependencies"]["aws"],
+        *project["project"]["optional-dependencies"]["report"],
         *project["dependency-groups"]["build"],
     ]
     lock = (REPO / "requirements.lock").read_text()
