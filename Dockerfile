@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for every role: the worker (the default command), the producer (etl-enqueue),
 # Flower, etl-seed, etl-plan and etl-metrics. Build: docker build -t etl-worker .
 #
