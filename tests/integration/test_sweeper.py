@@ -108,3 +108,12 @@ def test_etl_sweep_names_an_unknown_run_and_watch_ends_with_the_run(stack: Stack
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("error: run 'no-such-run' not found")
     assert watched.returncode == 0 and watched.stdout == ""  # nothing to do, and it ended
+
+
+def test_etl_sweep_before_any_run_has_nothing_to_do_and_no_error(stack: Stack) -> None:
+    # A fresh fleet (docker compose up) starts its sweeper before the first etl-enqueue
+    # has made the audit schema: nothing to sweep yet, not an error to log every interval.
+    result = run_cli("etl-sweep", env=stack.env)
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("nothing to re-enqueue: no expired leases")
