@@ -100,10 +100,10 @@ def cgroup_room(
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # cgroup v2: one unified hierarchy
-            room = _room(root / path.lstrip("/"), "memory.max", "memory.current", "inactive_file")
+            room = _room(_own(root, path), "memory.max", "memory.current", "inactive_file")
         elif "memory" in controllers.split(","):
             room = _room(
-                root / "memory" / path.lstrip("/"),
+                _own(root / "memory", path),
                 "memory.limit_in_bytes",
                 "memory.usage_in_bytes",
                 "total_inactive_file",
@@ -113,6 +113,14 @@ def cgroup_room(
         if room is not None:
             return room
     return None
+
+
+def _own(mount: Path, path: str) -> Path:
+    """This process's cgroup directory under `mount`: at its path, or the mount itself where
+    the path is not there. A container without a cgroup namespace of its own (Docker on
+    cgroup v1) sees the host's path in /proc/self/cgroup but only its own cgroup mounted."""
+    directory = mount / path.lstrip("/")
+    return directory if directory.is_dir() else mount
 
 
 def _room(directory: Path, limit_file: str, usage_file: str, reclaimable: str) -> int | None:

@@ -14,6 +14,7 @@ gate directory mounted into the containers.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -33,7 +34,14 @@ from tests.support.transforms import WAIT_FOR_GATE
 pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 
 WORKERS = 3
-DEMO = {"DEMO_ROWS": "20000", "DEMO_ZIPS": "100", "WORKER_AUTOSCALE": "2,1", "FLOWER_PORT": "0"}
+WORKER_MEMORY_MIB = 3072
+DEMO = {
+    "DEMO_ROWS": "20000",
+    "DEMO_ZIPS": "100",
+    "WORKER_AUTOSCALE": "2,1",
+    "WORKER_MEMORY_LIMIT": f"{WORKER_MEMORY_MIB}m",
+    "FLOWER_PORT": "0",
+}
 #: Short timings, in the order the sweeper needs (as in the fault tests): a killed
 #: container's lease runs out 20 s after its last heartbeat (long enough that a busy machine
 #: does not starve a live one's heartbeat that long) and the sweeper looks every second; a
@@ -121,6 +129,9 @@ def test_the_demo_runs_once_through_three_worker_containers_and_every_service_is
     report = project("run", "--rm", "--no-deps", "-T", "worker", "etl-report", run_id,
                      "--html", "/tmp/report.html")  # fmt: skip
     assert f"run {run_id}, {partitions} partitions, 0 failed" in report
+    for worker in workers:  # each sized its pool from its container's limit, not the host's
+        budget = re.search(r"autoscaler: memory allows .* budget ([\d,]+) MiB", logs(worker))
+        assert budget is not None and int(budget[1].replace(",", "")) <= WORKER_MEMORY_MIB
     services = ["postgres", "redis", "flower"]
     for container in [*(project.container(s) for s in services), *workers]:
         wait_until(lambda c=container: health(c) == "healthy", 120, 1, f"{container} healthy")
