@@ -35,9 +35,6 @@ pulled() { timeout 600 docker pull --quiet "$1" >/dev/null 2>&1; }
 
 size() { docker image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
 
-# debian:bookworm-slim from debootstrap, made slim the way the official image is: no
-# documentation but the copyright files, no man pages or translations, no apt lists or
-# caches, and the same rules for every package installed on top of it.
 work=$(mktemp -d /var/tmp/etl-base-images.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
@@ -46,6 +43,9 @@ quietly() {
     "$@" >"$work/log" 2>&1 || { cat "$work/log" >&2; return 1; }
 }
 
+# debian:bookworm-slim from debootstrap, made slim the way the official image is: no
+# documentation but the copyright files, no man pages or translations, no apt lists or
+# caches, and the same rules for every package installed on top of it.
 debootstrap_debian() {
     local root=$work/root
     quietly debootstrap --variant=minbase bookworm "$root" "$MIRROR"
