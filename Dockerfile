@@ -1,6 +1,7 @@
-# syntax=docker/dockerfile:1
 # One image for every role: the worker (the default command), the producer (etl-enqueue),
-# Flower, etl-seed, etl-plan and etl-metrics. Build: docker build -t etl-worker .
+# Flower, etl-seed, etl-plan, etl-metrics and etl-report (the lock holds the report extra).
+# Build: docker build -t etl-worker . (add --network host where the engine gives containers
+# no route out: scripts/docker-engine.sh).
 #
 # Dependencies come only from requirements.lock: every package pinned and hash-checked, the
 # build backend included, so a build resolves nothing and fetches nothing unpinned.

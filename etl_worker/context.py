@@ -25,6 +25,7 @@ from etl_worker.db import (
     adbc_connect,
     connect,
     find_column,
+    resolve_schema,
     table_columns,
     table_exists,
 )
@@ -110,8 +111,8 @@ class WorkerContext:
 
     def prepare_run(self, spec: RunSpec) -> PreparedRun:
         """Resolve a run's spec against the database (tables, types, the transform)."""
-        raw = TableName.parse(spec.raw_table)
-        target = TableName.parse(spec.target_table)
+        raw = resolve_schema(self.pg, TableName.parse(spec.raw_table))
+        target = resolve_schema(self.pg, TableName.parse(spec.target_table))
         raw_columns = table_columns(self.pg, raw)
         # A dry run may have no target table (it writes nothing, so it creates nothing):
         # then the output is checked against the table the producer would create.

@@ -193,6 +193,25 @@ def table_exists(conn: psycopg.Connection, table: TableName) -> bool:
     return row is not None and row[0] is not None
 
 
+def resolve_schema(conn: psycopg.Connection, table: TableName) -> TableName:
+    """The table with the schema the search path finds it in (`clean_companies` ->
+    `public.clean_companies`); as given when qualified already or not found. ADBC needs it:
+    its ingest and schema look-up put an unqualified name in current_schema(), the first
+    schema on the path that exists, not the first that holds the table. With a user named
+    like a schema (user `etl`, audit schema `etl`: "$user" comes before public) the two
+    differ."""
+    if table.schema is not None:
+        return table
+    row = conn.execute(
+        """
+        SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = to_regclass(%s)
+        """,
+        (table.ident.as_string(conn),),
+    ).fetchone()
+    return table if row is None else TableName(table.name, row[0])
+
+
 def schema_exists(conn: psycopg.Connection, name: str) -> bool:
     row = conn.execute("SELECT to_regnamespace(%s)", (sql.Identifier(name).as_string(conn),))
     value = row.fetchone()

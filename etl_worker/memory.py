@@ -132,7 +132,7 @@ def memory_cgroups(
         if controllers == "":  # cgroup v2: one unified hierarchy
             found.append(
                 MemoryCgroup(
-                    root / path.lstrip("/"),
+                    _own(root, path),
                     "memory.max",
                     "memory.current",
                     "inactive_file",
@@ -142,7 +142,7 @@ def memory_cgroups(
         elif "memory" in controllers.split(","):
             found.append(
                 MemoryCgroup(
-                    root / "memory" / path.lstrip("/"),
+                    _own(root / "memory", path),
                     "memory.limit_in_bytes",
                     "memory.usage_in_bytes",
                     "total_inactive_file",
@@ -150,6 +150,14 @@ def memory_cgroups(
                 )
             )
     return found
+
+
+def _own(mount: Path, path: str) -> Path:
+    """This process's cgroup directory under `mount`: at its path, or the mount itself where
+    the path is not there. A container without a cgroup namespace of its own (Docker on
+    cgroup v1) sees the host's path in /proc/self/cgroup but only its own cgroup mounted."""
+    directory = mount / path.lstrip("/")
+    return directory if directory.is_dir() else mount
 
 
 def cgroup_room(

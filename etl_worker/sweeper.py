@@ -60,6 +60,7 @@ from etl_worker.celery_app import make_app
 from etl_worker.config import Settings
 from etl_worker.db import connect, first_line
 from etl_worker.errors import AuditSchemaMissing
+from etl_worker.migrations import current_version
 from etl_worker.partition import partition_label
 from etl_worker.producer import run_queue, send_tasks
 
@@ -176,6 +177,8 @@ def sweep(
     audit = Audit(conn, settings.audit_schema)
     after = settings.lost_message_after
     result = SweepResult(lost_after=after)
+    if current_version(conn, settings.audit_schema) is None:
+        return result  # no audit schema: no run was ever enqueued in this database
 
     with conn.transaction():
         expired = audit.requeue_expired_leases(run_id)

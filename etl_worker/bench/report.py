@@ -14,6 +14,9 @@ from etl_worker.bench.statements import Statements
 
 PIPE_SHARE_TARGET = targets.PIPE_SHARE_TARGET
 PIPE = targets.PIPE
+#: Sections of BENCHMARKS.md another command writes (the image and a container's cold start:
+#: `python -m tests.support.container_bench`), kept as they are when etl-bench rewrites it.
+KEPT_SECTIONS = ("## Container",)
 
 
 def _mb(n: float) -> str:
@@ -167,6 +170,20 @@ def scaling_section(result: BenchResult) -> list[str]:
         *table,
         "",
     ]
+
+
+def kept_sections(old: str) -> list[str]:
+    """The KEPT_SECTIONS of the report being replaced, each up to the next `## ` heading."""
+    kept: list[str] = []
+    keeping = False
+    for line in old.splitlines():
+        if line.startswith("## "):
+            keeping = line.strip() in KEPT_SECTIONS
+        if keeping:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return kept
 
 
 def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
@@ -335,6 +352,9 @@ def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
         "- " + ", ".join(f"{k} {v}" for k, v in result.versions.items()),
         "",
     ]
+    kept = kept_sections(path.read_text()) if path.exists() else []
+    if kept:
+        lines += [*kept, ""]
     path.write_text("\n".join(lines))
 
 

@@ -73,7 +73,8 @@ def memory_cap(
 class MeasuredNeed:
     """The largest per-process peak RSS of recent runs, read from the audit table in a
     background thread: the autoscaler runs in the worker's event loop, which must never
-    wait on Postgres (or on a connect timeout while Postgres is down)."""
+    wait on Postgres (or on a connect timeout while Postgres is down). Only the first read,
+    as the worker starts, is made in the caller's thread (`refresh_now`)."""
 
     def __init__(self, settings: Settings, refresh_seconds: float = AUDIT_REFRESH_SECONDS):
         self._settings = settings
@@ -92,6 +93,15 @@ class MeasuredNeed:
             self._thread = threading.Thread(target=self.refresh, name="etl-need", daemon=True)
             self._thread.start()
         return self._value
+
+    def refresh_now(self) -> None:
+        """A read in the calling thread, counted as the last one. The autoscaler makes it
+        before the pool forks, so whatever a read imports (psycopg's host name encoding,
+        for one) is imported there and never by the background thread: an import in
+        progress there when the pool forks would leave the new process holding its lock
+        for good."""
+        self._checked = monotonic()
+        self.refresh()
 
     def refresh(self) -> None:
         # A connection per read, closed at once: the pool forks children from this process,
@@ -115,6 +125,7 @@ class MemoryAwareAutoscaler(Autoscaler):
         super().__init__(*args, **kwargs)
         self.settings = Settings.load()
         self.measured = MeasuredNeed(self.settings)
+        self.measured.refresh_now()
         self.cap: MemoryCap | None = None
         # Before the consumer starts: it must not reserve more than the first cap allows.
         self.apply_cap()

@@ -3,6 +3,9 @@ backlog, but never past what memory holds; worker_max_memory_per_child recycles 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,3 +74,46 @@ def test_a_process_over_max_memory_per_child_is_replaced_after_its_task(
     assert count_partitions(stack.database_url, "finished") == 3
     last = wait_until(lambda: worker.pool_pids(), 30, what="a pool process")
     assert len(first) == 1 and set(first).isdisjoint(last)  # type: ignore[arg-type]
+
+
+#: Builds the autoscaler as the worker does, then makes the background thread's read again,
+#: recording every module imported and the thread that imported it.
+IMPORTS_BY_THREAD = """
+import sys, threading
+from etl_worker.ops.autoscale import MemoryAwareAutoscaler
+
+class Recorder:
+    def find_spec(self, name, path=None, target=None):
+        print(name, threading.current_thread().name)
+        return None
+
+sys.meta_path.insert(0, Recorder())
+autoscaler = MemoryAwareAutoscaler(None, 2, 1)
+if autoscaler.measured._thread is not None:
+    autoscaler.measured._thread.join()
+again = threading.Thread(target=autoscaler.measured.refresh, name="etl-need")
+again.start()
+again.join()
+"""
+
+
+def test_the_memory_refresh_thread_imports_nothing_so_a_fork_cannot_inherit_an_import_lock(
+    fresh_database: str,
+) -> None:
+    # A module being imported by another thread while the pool forks stays locked for good
+    # in the new process: its next import of that module hangs. So every import the
+    # background refresh needs happens in the worker's main thread, as it starts.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETL_")}
+    env["ETL_DATABASE_URL"] = fresh_database.replace("127.0.0.1", "localhost")  # a host name
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_BY_THREAD],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    imports = [line.split() for line in result.stdout.splitlines()]
+    assert imports, "the refresh imported nothing at all: the recorder did not run"
+    assert {thread for _, thread in imports} == {"MainThread"}, imports

@@ -107,6 +107,8 @@ def test_etl_bench_on_a_shared_server_runs_one_part_and_keeps_only_its_raw_table
 ) -> None:
     report = tmp_path / "BENCHMARKS.md"
     database = stack.database_url.rpartition("/")[2]
+    container = "## Container\n\nWritten by another command.\n"
+    report.write_text(f"# Benchmarks\n\nan older run\n\n{container}")
 
     run_cli(
         "etl-bench",
@@ -124,6 +126,7 @@ def test_etl_bench_on_a_shared_server_runs_one_part_and_keeps_only_its_raw_table
     assert set(main) - {"line", "---"} == {"SQL floor", "COPY pipe floor"}
     assert "shared server" in text
     assert "not measured (etl-bench --only pool --only etl-worker)" in text
+    assert "an older run" not in text and container in text  # another command's section
     with psycopg.connect(stack.database_url) as conn:
         left = {
             r[0]

@@ -144,6 +144,7 @@ def test_the_lock_file_pins_every_dependency_with_hashes() -> None:
     wanted = [
         *project["project"]["dependencies"],
         *project["project"]["optional-dependencies"]["aws"],
+        *project["project"]["optional-dependencies"]["report"],
         *project["dependency-groups"]["build"],
     ]
     lock = (REPO / "requirements.lock").read_text()
@@ -156,3 +157,16 @@ def test_the_lock_file_pins_every_dependency_with_hashes() -> None:
     assert not missing, f"not in requirements.lock: {missing} — regenerate it (see its header)"
     entries = re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[2])
     assert all("--hash=sha256:" in entry for entry in entries if "==" in entry)
+
+
+def test_the_base_image_script_makes_exactly_the_images_the_dockerfile_and_compose_name() -> None:
+    script = (REPO / "scripts/docker-base-images.sh").read_text()
+    made = set(re.findall(r'^\s+"(\S+) \S+\.Dockerfile"$', script, flags=re.MULTILINE))
+    dockerfile = (REPO / "Dockerfile").read_text()
+    named = set(re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, flags=re.MULTILINE))
+    services = yaml.safe_load(COMPOSE.read_text())["services"].values()
+    named |= {s["image"] for s in services if "build" not in s}
+
+    assert made == named
+    for dockerfile_name in re.findall(r'^\s+"\S+ (\S+\.Dockerfile)"$', script, re.MULTILINE):
+        assert (REPO / "scripts/base-images" / dockerfile_name).is_file()

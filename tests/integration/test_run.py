@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 
@@ -197,3 +199,24 @@ def test_a_dead_broker_is_a_clear_error_before_anything_is_written(stack: Stack)
     assert "hunter2" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert scalar(stack.database_url, "SELECT to_regnamespace('etl')") is None
+
+
+def test_tables_behind_a_schema_named_like_the_user_are_found_where_they_are(
+    stack: Stack, start_worker: Callable[..., Worker]
+) -> None:
+    # The Compose stack's database user is `etl`, as the audit schema is: once etl-enqueue
+    # has made that schema, "$user" puts it first on the search path, ahead of public where
+    # the tables are. Here the URL's search_path does the same with the test's audit schema.
+    audit_schema = f"audit_{uuid.uuid4().hex[:8]}"
+    rows = make_raw_table(stack.database_url, zips=4)
+    search_path = quote(f"-csearch_path={audit_schema},public")
+    stack.extra["ETL_DATABASE_URL"] = f"{stack.database_url}?options={search_path}"
+    stack.extra["ETL_AUDIT_SCHEMA"] = audit_schema
+    start_worker(concurrency=1)
+
+    result = enqueue(stack, "--all-zips", "--wait", "--transform", IDENTITY, check=False)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "finished 6  failed 0" in result.stdout
+    assert scalar(stack.database_url, "SELECT count(*) FROM public.clean_companies") == rows
+    assert table_difference(stack.database_url, "raw_companies", "clean_companies") == (0, 0)

@@ -141,3 +141,12 @@ def test_of_sweepers_trying_at_once_one_takes_the_turn_and_nobody_else_within_th
         assert take_turn_and_sweep(settings, conn, by="late@node", app=app) is None
     manual = run_cli("etl-sweep", env=stack.env, check=True)  # an operator's: sweeps anyway
     assert manual.stdout.startswith("nothing to re-enqueue")
+
+
+def test_etl_sweep_before_any_run_has_nothing_to_do_and_no_error(stack: Stack) -> None:
+    # A fresh fleet (docker compose up) starts its sweeper before the first etl-enqueue
+    # has made the audit schema: nothing to sweep yet, not an error to log every interval.
+    result = run_cli("etl-sweep", env=stack.env)
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("nothing to re-enqueue: no expired leases")

@@ -73,6 +73,24 @@ def test_cgroup_v1_room_reads_the_memory_controller(tmp_path: Path) -> None:
     assert cgroup_room(tmp_path / "cgroup", tmp_path / "fs") == 262 * MiB
 
 
+def test_a_container_seeing_the_host_s_cgroup_path_reads_its_own_cgroup_at_the_mount(
+    tmp_path: Path,
+) -> None:
+    # Docker on cgroup v1: /proc/self/cgroup names /docker/<id>, as the host sees it, but the
+    # container has only its own memory cgroup, mounted at /sys/fs/cgroup/memory.
+    (tmp_path / "cgroup").write_text("4:memory:/docker/abc\n0::/docker/abc\n")
+    write_cgroup(
+        tmp_path / "fs/memory",
+        {
+            "memory.limit_in_bytes": f"{3072 * MiB}\n",
+            "memory.usage_in_bytes": f"{200 * MiB}\n",
+            "memory.stat": f"total_inactive_file {10 * MiB}\n",
+        },
+    )
+
+    assert cgroup_room(tmp_path / "cgroup", tmp_path / "fs") == 2882 * MiB
+
+
 @pytest.mark.parametrize("limit", ["max", str(2**63 - 4096)])
 def test_an_unlimited_cgroup_has_no_room_limit(tmp_path: Path, limit: str) -> None:
     (tmp_path / "cgroup").write_text("0::/\n")
