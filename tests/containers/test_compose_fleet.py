@@ -1,7 +1,7 @@
 """docker-compose.yml run for real: the image built from the Dockerfile, Postgres, Redis,
-three worker containers (which sweep the fleet themselves) and Flower, and the demo (seed, then enqueue and
-wait) as `docker compose up --scale worker=3` runs it. Then worker containers killed,
-stopped and wedged mid-run.
+three worker containers (which sweep the fleet themselves) and Flower, and the demo (seed,
+then enqueue and wait) as `docker compose up --scale worker=3` runs it. Then worker
+containers killed, stopped and wedged mid-run.
 
 The stack is the module's own Compose project (unique name, random passwords, removed with
 its volumes after). The override below changes only what a test needs: Postgres published
