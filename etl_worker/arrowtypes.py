@@ -39,7 +39,8 @@ def decimal_type(precision: int, scale: int) -> pa.DataType:
     return pa.decimal256(min(precision, _MAX_DECIMAL256), scale)
 
 
-def _storage(values: pa.ChunkedArray) -> pa.ChunkedArray:
+def storage(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """An extension-typed column's storage (a uuid's fixed_size_binary(16)); others as they are."""
     if isinstance(values.type, pa.BaseExtensionType) or hasattr(values.type, "storage_type"):
         return pa.chunked_array([c.storage for c in values.chunks], type=values.type.storage_type)
     return values
@@ -74,7 +75,7 @@ def read_type(column: Column, values: pa.ChunkedArray) -> pa.DataType | None:
         return None
     typmod = numeric_typmod(column)
     if typmod is None:
-        return _inferred_decimal(column, _storage(values))
+        return _inferred_decimal(column, storage(values))
     return decimal_type(*typmod)
 
 
@@ -86,7 +87,7 @@ def normalize_read(table: pa.Table, columns: list[Column]) -> pa.Table:
         if target is None:
             continue
         try:
-            cast = _storage(values).cast(target)
+            cast = storage(values).cast(target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise PartitionDataError(f"column {column.name}: {exc}") from exc
         table = table.set_column(i, pa.field(column.name, target), cast)

@@ -8,9 +8,10 @@ Two drivers, each for what it does best:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -32,6 +33,16 @@ from etl_worker.network import libpq_parameters
 
 APPLICATION_NAME = "etl-worker"
 
+#: Session settings of every connection this tool opens (both drivers, the heartbeat's
+#: too). A partition is named in the audit table by Postgres's own text of its value
+#: (`col::text`) and found again by parsing that text: a producer and a worker whose roles
+#: or servers default to another DateStyle, TimeZone or IntervalStyle would write and read
+#: a date, timestamptz or interval key differently (`29/02/2024` is not a date under MDY)
+#: and name one partition two ways. Fixed here, the text depends on the value only.
+SESSION_OPTIONS = (
+    "-c DateStyle=ISO,MDY -c TimeZone=UTC -c IntervalStyle=postgres -c extra_float_digits=3"
+)
+
 # SQLSTATEs a retry can fix: connection exceptions (class 08), serialization failure,
 # deadlock, admin/crash shutdown, cannot connect now, too many connections.
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "53300"}
@@ -46,9 +57,18 @@ _DATA_SQLSTATE_CLASSES = {"22", "23"}
 def conninfo(url: str, network_timeout: float, **overrides: Any) -> str:
     """The libpq conninfo for `url` with the keepalive and timeout parameters that give up
     on a silent server within `network_timeout` (network.py), except those the URL sets
-    itself (an operator's explicit choice wins), then `overrides`."""
-    given = conninfo_to_dict(url)
+    itself (an operator's explicit choice wins), then `overrides`; and SESSION_OPTIONS after
+    any options of the URL's own (ours win: they decide a partition value's text)."""
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        # `from None`: libpq's message quotes the string, password and all.
+        raise ConfigError(
+            f"not a Postgres URL or connection string: {redact_url(url)} — check ETL_DATABASE_URL"
+        ) from None
     params = {k: v for k, v in libpq_parameters(network_timeout).items() if k not in given}
+    own = given.get("options")
+    params["options"] = f"{own} {SESSION_OPTIONS}" if own else SESSION_OPTIONS
     return make_conninfo(url, **(params | overrides))
 
 
@@ -92,16 +112,19 @@ def first_line(exc: BaseException) -> str:
 
 
 def with_database(url: str, dbname: str) -> str:
-    """The same server URL pointing at another database."""
+    """The same server's connection string pointing at another database, in the same form
+    (a URL stays a URL: the benchmark hands it to SQLAlchemy)."""
+    if "://" not in url:
+        return make_conninfo(url, dbname=dbname)
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + dbname))
+    return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
 
 
 def database_name(url: str) -> str:
-    name = urlsplit(url).path.lstrip("/")
+    name = conninfo_to_dict(url).get("dbname")
     if not name:
         raise ConfigError(f"no database name in {redact_url(url)}")
-    return name
+    return str(name)
 
 
 def ensure_database(url: str) -> bool:
@@ -146,6 +169,9 @@ class TableName:
         return TableName(self.name + suffix, self.schema)
 
 
+_TYPE_MODIFIERS = re.compile(r"\((-?\d+(?:,\s*-?\d+)*)\)")
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -159,6 +185,22 @@ class Column:
     @property
     def type_ident(self) -> sql.Identifier:
         return sql.Identifier(self.type_schema, self.type_name)
+
+    @property
+    def type_modifiers(self) -> tuple[int, ...]:
+        """The type's modifiers as written in `type_sql`: (14, 2) for numeric(14,2), (20,)
+        for character varying(20), () for none."""
+        found = _TYPE_MODIFIERS.search(self.type_sql)
+        return tuple(int(m) for m in found[1].split(",")) if found else ()
+
+    @property
+    def full_type(self) -> sql.Composable:
+        """The type with its modifiers (`"pg_catalog"."numeric"(14, 2)`), for a cast that
+        gives a value exactly as the column stores it (rounded to its scale, say)."""
+        if not self.type_modifiers:
+            return self.type_ident
+        modifiers = sql.SQL(", ").join(sql.Literal(m) for m in self.type_modifiers)
+        return sql.SQL("{}({})").format(self.type_ident, modifiers)
 
 
 def database_label(conn: psycopg.Connection) -> str:

@@ -7,6 +7,7 @@ keeps its exact value (text with tabs or `\\N`, '' versus NULL, NULL integers, n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +47,29 @@ def predicate(
 
 def select_sql(table: TableName, where: sql.Composable) -> sql.Composed:
     return sql.SQL("SELECT * FROM {} WHERE {}").format(table.ident, where)
+
+
+def typed_value(
+    adbc_conn: Any,
+    bind: Callable[[sql.Composed, dict[str, Any]], str],
+    read: pa.Table,
+    column: Column,
+    key: PartitionKey,
+) -> pa.Scalar:
+    """The partition's value with the exact Arrow type its column is read as, for checking
+    the transform's output (`load.check_partition_values`): null for the NULL partition;
+    else taken from the rows just read (no round trip), or, when the partition has no rows,
+    cast by Postgres and read the same way."""
+    values = read.column(column.name)
+    if key.value is None:
+        return pa.scalar(None, values.type)
+    if read.num_rows:
+        return values[0]
+    query = sql.SQL("SELECT CAST(%(part_key)s AS {}) AS {}").format(
+        column.type_ident, sql.Identifier(column.name)
+    )
+    cast = read_arrow(adbc_conn, bind(query, {"part_key": key.value}), [column])
+    return cast.column(0)[0]
 
 
 def read_arrow(

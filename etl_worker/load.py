@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_worker.arrowtypes import decimal_type, is_numeric, numeric_typmod
+from etl_worker.arrowtypes import decimal_type, is_numeric, numeric_typmod, storage
 from etl_worker.db import Column, TableName
 from etl_worker.errors import PartitionDataError, SchemaMismatch
 
@@ -101,23 +101,50 @@ def to_arrow(df: pd.DataFrame, target: TargetSchema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=target.arrow)
 
 
-def check_partition_values(table: pa.Table, column: str, value: str | None, label: str) -> None:
+def check_partition_values(table: pa.Table, column: str, expected: pa.Scalar, label: str) -> None:
     """The transform must not move rows to another partition: a task replaces its own
-    partition's rows only, so a changed key would leave rows no rerun could clean up."""
+    partition's rows only, so a changed key would leave rows no rerun could clean up.
+    `expected` is the partition's value as read (extract.typed_value); values are compared
+    as typed values, not as text (numeric 10.5 = 10.500000000, a timestamp is no string)."""
     if table.num_rows == 0:
         return
     values = table.column(column)
-    if value is None:
-        moved = table.num_rows - values.null_count
+    if not expected.is_valid:
+        moved = values.length() - values.null_count
     else:
-        text = values if pa.types.is_string(values.type) else values.cast(pa.string())
-        kept = pc.sum(pc.equal(text, value)).as_py() or 0
+        values, expected = _comparable(column, values, expected)
+        kept = pc.sum(pc.fill_null(pc.equal(values, expected), False)).as_py() or 0
         moved = table.num_rows - int(kept)
     if moved:
         raise SchemaMismatch(
             f"the transform changed the partition column {column} in {moved} row(s) of "
             f"partition {label}; a transform must keep each row's partition value"
         )
+
+
+def _comparable(
+    column: str, values: pa.ChunkedArray, expected: pa.Scalar
+) -> tuple[pa.ChunkedArray, pa.Scalar]:
+    """Both sides in one Arrow type: the values cast to the partition value's exact type
+    (10.500000000 to the decimal(3,1) of 10.5), or, when some value does not fit that type
+    (so it cannot equal the partition value), the partition value cast to the values'."""
+    values = storage(values)
+    if isinstance(expected, pa.ExtensionScalar):
+        expected = expected.value  # a uuid as its 16 bytes, like the values' storage
+    if values.type == expected.type:
+        return values, expected
+    errors = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+    try:
+        return values.cast(expected.type, safe=True), expected
+    except errors:
+        pass
+    try:
+        return values, expected.cast(values.type, safe=True)
+    except errors as exc:
+        raise SchemaMismatch(
+            f"the partition column {column} is written as {values.type} but read as "
+            f"{expected.type}, and its values cannot be compared: {str(exc).splitlines()[0]}"
+        ) from exc
 
 
 def check_split_values(

@@ -3,12 +3,20 @@
 A partition is the rows whose partition column equals one value (or IS NULL); a big one is
 split into sub-tasks that each take a half-open range [lo, hi) of the split column
 (splits.py). `partition_label` is the one way to print either.
+
+The value travels as text (in the audit row, the message, the lock key): `key_text` is
+that text, computed by Postgres, one text per value of any column type.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from psycopg import sql
+
+from etl_worker.arrowtypes import is_numeric, numeric_typmod
+from etl_worker.db import Column
 
 #: Values printed as they are; anything else is quoted, so that no value can be mistaken
 #: for the NULL partition, for another value, or for the range that may follow it.
@@ -28,6 +36,16 @@ def partition_label(value: str | None, lo: int | None = None, hi: int | None = N
     if lo is None and hi is None:
         return base
     return f"{base}[{'' if lo is None else lo},{'' if hi is None else hi})"
+
+
+def key_text(column: Column, value: sql.Composable) -> sql.Composable:
+    """SQL for the text that names the partition of `value` (an expression of the column's
+    type): Postgres's own text of the value (under db.SESSION_OPTIONS, so the same for every
+    connection), with a bare numeric's trailing zeros trimmed: 10.5 = 10.500 is one
+    partition (`col = value` matches both), so it must have one name."""
+    if is_numeric(column) and numeric_typmod(column) is None:
+        return sql.SQL("trim_scale({})::text").format(value)
+    return sql.SQL("{}::text").format(value)
 
 
 @dataclass(frozen=True)

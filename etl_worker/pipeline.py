@@ -42,7 +42,7 @@ from etl_worker.errors import (
     WorkerCannotServe,
     traceback_last_line,
 )
-from etl_worker.extract import predicate, read_arrow, select_sql
+from etl_worker.extract import predicate, read_arrow, select_sql, typed_value
 from etl_worker.frames import shrink, to_frame
 from etl_worker.load import check_partition_values, check_split_values, ingest, to_arrow
 from etl_worker.partition import PartitionKey
@@ -297,6 +297,7 @@ def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey)
         label=key.label,
     )
     rows_read = table.num_rows
+    expected = typed_value(ctx.adbc, ctx.audit.bind, table, run.partition_column, key)
     frame = to_frame(table)
     del table
     read_done = time.perf_counter()
@@ -319,7 +320,7 @@ def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey)
     result, memory_before, memory_after = shrink(result)
     data = to_arrow(result, run.target_schema)
     del result
-    check_partition_values(data, run.spec.partition_column, key.value, key.label)
+    check_partition_values(data, run.spec.partition_column, expected, key.label)
     check_split_values(data, run.split_column, key.split_lo, key.split_hi, key.label)
     return Transformed(
         data=data,

@@ -38,9 +38,16 @@ from etl_worker.db import (
     table_columns,
     table_exists,
 )
-from etl_worker.errors import EtlError, SchemaMismatch, ServiceUnavailable, TableNotFound
+from etl_worker.errors import (
+    ConfigError,
+    EtlError,
+    SchemaMismatch,
+    ServiceUnavailable,
+    TableNotFound,
+)
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
+from etl_worker.partition import key_text
 from etl_worker.splits import Split, plan_splits, rows_per_partition, split_column
 from etl_worker.transforms import load_transform
 
@@ -128,15 +135,66 @@ def list_partitions(
     column: Column,
     zip_table: TableName | None = None,
 ) -> list[str | None]:
-    """Every distinct partition value, as text, NULL included (rows with a NULL key are a
-    partition of their own; '' is another)."""
-    source = zip_table or raw
-    if zip_table is not None:
-        find_column(table_columns(conn, zip_table), column.name, zip_table)
-    query = sql.SQL("SELECT DISTINCT {col}::text FROM {table} ORDER BY 1 NULLS LAST").format(
-        col=sql.Identifier(column.name), table=source.ident
-    )
-    return [row[0] for row in conn.execute(query).fetchall()]
+    """Every distinct partition value, by its text (`partition.key_text`), NULL included
+    (rows with a NULL key are a partition of their own; '' is another). With `zip_table`:
+    the values of its column of the same name, parsed as the raw column's type."""
+    col = sql.Identifier(column.name)
+    if zip_table is None:
+        query = sql.SQL("SELECT DISTINCT {} FROM {} ORDER BY 1 NULLS LAST")
+        return [row[0] for row in conn.execute(query.format(key_text(column, col), raw.ident))]
+    find_column(table_columns(conn, zip_table), column.name, zip_table)
+    query = sql.SQL("SELECT DISTINCT {}::text FROM {} ORDER BY 1 NULLS LAST")
+    values = [row[0] for row in conn.execute(query.format(col, zip_table.ident))]
+    return parse_partition_values(conn, raw, column, values, f'--zip-table "{zip_table}"')
+
+
+def parse_partition_values(
+    conn: psycopg.Connection,
+    raw: TableName,
+    column: Column,
+    values: Sequence[str | None],
+    source: str,
+) -> list[str | None]:
+    """Partition values as a user wrote them, as the texts that name their partitions:
+    parsed by Postgres as the column's type, all in one query (`01` on an integer column is
+    partition `1`). A value of another type, or one the column would store differently
+    (10.555 in a numeric(10,2), 'abcdefg' in a varchar(5)), is a ConfigError naming the
+    value, the column, its type and `source` (where the value came from)."""
+    if not values:
+        return []
+    value = sql.SQL("v.value")
+    typed = sql.SQL("CAST({} AS {})").format(value, column.full_type)
+    # A modifier may round or cut the value: it fits only when the cast keeps it as it is.
+    fits: sql.Composable = sql.SQL("TRUE")
+    if column.type_modifiers:
+        fits = sql.SQL("CAST({} AS {}) = {}").format(value, column.type_ident, typed)
+    query = sql.SQL(
+        "SELECT v.value, {text}, {fits} IS NOT FALSE "
+        "FROM unnest(%(values)s::text[]) WITH ORDINALITY AS v(value, n) ORDER BY v.n"
+    ).format(text=key_text(column, typed), fits=fits)
+
+    def refuse(given: str | None, why: str) -> ConfigError:
+        return ConfigError(
+            f"{source} value {given!r} does not fit column {column.name} ({column.type_sql}) "
+            f'of table "{raw}": {why} — correct it or leave it out'
+        )
+
+    try:
+        with conn.transaction():
+            rows = conn.execute(query, {"values": list(values)}).fetchall()
+    except psycopg.errors.DataError:
+        # Find the value it was (on this error path only), to name it.
+        for one in values:
+            try:
+                with conn.transaction():
+                    conn.execute(query, {"values": [one]})
+            except psycopg.errors.DataError as exc:
+                raise refuse(one, first_line(exc)) from None
+        raise
+    for given, text, fit in rows:
+        if not fit:
+            raise refuse(given, f"the column would store it as {text}")
+    return [text for _, text, _ in rows]
 
 
 def run_queue(spec: RunSpec, settings: Settings) -> str:
@@ -266,6 +324,8 @@ def plan_run(
             keys = list_partitions(
                 conn, raw, column, TableName.parse(zip_table) if zip_table else None
             )
+        else:
+            keys = parse_partition_values(conn, raw, column, keys, "--zips")
         sizes = rows_per_partition(conn, raw, column, keys)
     warnings = []
     oversized = sum(1 for rows in sizes.values() if rows > settings.split_rows > 0)

@@ -25,7 +25,7 @@ from psycopg import sql
 from etl_worker.db import Column, TableName, find_column
 from etl_worker.errors import ConfigError
 from etl_worker.extract import predicate
-from etl_worker.partition import PartitionKey
+from etl_worker.partition import PartitionKey, key_text
 
 #: Postgres integer types a split column may have (ranges are bigint in the audit table).
 INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
@@ -83,21 +83,20 @@ def rows_per_partition(
     column: Column,
     keys: Sequence[str | None] | None = None,
 ) -> dict[str | None, int]:
-    """Rows per partition value, as text (NULL included): of every value in one GROUP BY
-    when `keys` is None, else of just those values (absent ones count 0)."""
+    """Rows per partition, keyed by its text (`partition.key_text`; NULL included): of every
+    value in one GROUP BY when `keys` is None, else of just those keys (absent ones count 0)."""
     col = sql.Identifier(column.name)
+    text = key_text(column, col)
     if keys is None:
-        query = sql.SQL(
-            "SELECT {col}::text, count(*) FROM {table} GROUP BY 1 ORDER BY 1 NULLS LAST"
-        )
-        rows = conn.execute(query.format(col=col, table=raw.ident)).fetchall()
+        query = sql.SQL("SELECT {text}, count(*) FROM {table} GROUP BY 1 ORDER BY 1 NULLS LAST")
+        rows = conn.execute(query.format(text=text, table=raw.ident)).fetchall()
         return {key: int(n) for key, n in rows}
     values = [k for k in keys if k is not None]
     by_key = sql.SQL(
-        "SELECT {col}::text, count(*) FROM {table} "
+        "SELECT {text}, count(*) FROM {table} "
         "WHERE {col} = ANY(CAST(%(values)s AS {kind}[])) OR (%(null)s AND {col} IS NULL) "
         "GROUP BY 1"
-    ).format(col=col, table=raw.ident, kind=column.type_ident)
+    ).format(text=text, col=col, table=raw.ident, kind=column.type_ident)
     found: dict[str | None, int] = dict(
         conn.execute(by_key, {"values": values, "null": None in keys}).fetchall()
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import decimal
+import uuid
 
 import pandas as pd
 import pyarrow as pa
@@ -72,8 +74,56 @@ def test_a_value_that_does_not_fit_names_the_column() -> None:
 
 def test_rows_moved_to_another_partition_are_refused() -> None:
     table = to_arrow(frame(), TARGET)
-    check_partition_values(table, "zip_code", "02134", "'02134'")
+    check_partition_values(table, "zip_code", pa.scalar("02134"), "'02134'")
     with pytest.raises(SchemaMismatch, match="changed the partition column zip_code in 90"):
-        check_partition_values(table, "zip_code", "10016", "'10016'")
+        check_partition_values(table, "zip_code", pa.scalar("10016"), "'10016'")
     with pytest.raises(SchemaMismatch):
-        check_partition_values(table, "zip_code", None, "NULL")
+        check_partition_values(table, "zip_code", pa.scalar(None, pa.string()), "NULL")
+
+
+UUID = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+STAMP = datetime.datetime(2024, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("read", "written", "other"),
+    [
+        # Bare numeric: read as the partition's own decimal, written as decimal(38, 9).
+        (
+            pa.scalar(decimal.Decimal("10.5"), pa.decimal128(3, 1)),
+            pa.array([decimal.Decimal("10.500000000")] * 2, pa.decimal128(38, 9)),
+            pa.array([decimal.Decimal("10.500000001")], pa.decimal128(38, 9)),
+        ),
+        # A timestamp is compared as one, never as '2024-01-01 00:00:00.000000'.
+        (
+            pa.scalar(STAMP, pa.timestamp("us")),
+            pa.array([STAMP] * 2, pa.timestamp("us")),
+            pa.array([STAMP + datetime.timedelta(microseconds=1)], pa.timestamp("us")),
+        ),
+        (
+            pa.scalar(STAMP, pa.timestamp("us", tz="UTC")),
+            pa.array([STAMP] * 2, pa.timestamp("us", tz="UTC")),
+            pa.array([STAMP + datetime.timedelta(hours=5)], pa.timestamp("us")),
+        ),
+        (
+            pa.scalar(UUID, pa.uuid()),
+            pa.array([UUID] * 2, pa.uuid()),
+            pa.array([uuid.UUID(int=0)], pa.uuid()),
+        ),
+        (pa.scalar(True), pa.array([True, True]), pa.array([False])),
+        (
+            pa.scalar(datetime.date(2024, 2, 29)),
+            pa.array([datetime.date(2024, 2, 29)] * 2),
+            pa.array([datetime.date(2024, 3, 1)]),
+        ),
+    ],
+    ids=["numeric", "timestamp", "timestamptz", "uuid", "boolean", "date"],
+)
+def test_partition_values_are_compared_as_typed_values(
+    read: pa.Scalar, written: pa.Array, other: pa.Array
+) -> None:
+    check_partition_values(pa.table({"part": written}), "part", read, "p")
+
+    moved = pa.table({"part": pa.concat_arrays([written, other.cast(written.type)])})
+    with pytest.raises(SchemaMismatch, match="changed the partition column part in 1 row"):
+        check_partition_values(moved, "part", read, "p")
