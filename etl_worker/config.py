@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from etl_worker import defaults
+from etl_worker.conninfo import check_database_url, check_userinfo
+from etl_worker.conninfo import redact_url as redact_url  # where callers have found it
 from etl_worker.errors import ConfigError
 from etl_worker.units import parse_bytes
 
@@ -38,22 +39,15 @@ def _parse_bool(text: str) -> bool:
     raise ConfigError(f"not a boolean: {text!r} (use true or false)")
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by '***', for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
-
-
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable. Build it with `Settings.load()`."""
 
-    database_url: str = field(default=defaults.DATABASE_URL, metadata=_env("DATABASE_URL"))
-    broker_url: str = field(default=defaults.BROKER_URL, metadata=_env("BROKER_URL"))
+    # repr=False: a traceback or log line that shows the settings never shows a password.
+    database_url: str = field(
+        default=defaults.DATABASE_URL, metadata=_env("DATABASE_URL"), repr=False
+    )
+    broker_url: str = field(default=defaults.BROKER_URL, metadata=_env("BROKER_URL"), repr=False)
     raw_table: str = field(default=defaults.RAW_TABLE, metadata=_env("RAW_TABLE"))
     target_table: str = field(default=defaults.TARGET_TABLE, metadata=_env("TARGET_TABLE"))
     partition_column: str = field(
@@ -130,6 +124,8 @@ class Settings:
     split_column: str = field(default="", metadata=_env("SPLIT_COLUMN"))
 
     def __post_init__(self) -> None:
+        check_database_url(self.database_url, env_var("database_url"))
+        check_userinfo(self.broker_url, env_var("broker_url"))
         if self.visibility_timeout <= self.task_time_limit:
             raise ConfigError(
                 f"ETL_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed "

@@ -66,7 +66,9 @@ def conninfo(url: str, network_timeout: float, **overrides: Any) -> str:
         raise ConfigError(
             f"not a Postgres URL or connection string: {redact_url(url)} — check ETL_DATABASE_URL"
         ) from None
-    params = {k: v for k, v in libpq_parameters(network_timeout).items() if k not in given}
+    params: dict[str, Any] = {
+        k: v for k, v in libpq_parameters(network_timeout).items() if k not in given
+    }
     own = given.get("options")
     params["options"] = f"{own} {SESSION_OPTIONS}" if own else SESSION_OPTIONS
     return make_conninfo(url, **(params | overrides))
@@ -88,7 +90,7 @@ def connect(
         return psycopg.connect(conninfo(url, network_timeout, **overrides), autocommit=autocommit)
     except psycopg.OperationalError as exc:
         raise ServiceUnavailable(
-            f"cannot connect to Postgres at {redact_url(url)}: {first_line(exc)} "
+            f"cannot connect to Postgres at {redact_url(url)}: {redact_url(first_line(exc))} "
             "— check ETL_DATABASE_URL and that the server is running"
         ) from exc
 
@@ -102,7 +104,7 @@ def adbc_connect(url: str, *, network_timeout: float = defaults.NETWORK_TIMEOUT)
         return adbc.connect(conninfo(url, network_timeout))
     except adbc.Error as exc:
         raise ServiceUnavailable(
-            f"cannot connect to Postgres at {redact_url(url)}: {first_line(exc)}"
+            f"cannot connect to Postgres at {redact_url(url)}: {redact_url(first_line(exc))}"
         ) from exc
 
 

@@ -46,7 +46,7 @@ from etl_worker.bench.paths import PathResult, compare_paths
 from etl_worker.bench.pool import pool_line
 from etl_worker.bench.profile import Profile, profile_partitions
 from etl_worker.bench.scaling import PARTITION_ROWS, run_series
-from etl_worker.config import Settings
+from etl_worker.config import Settings, redact_url
 from etl_worker.db import TableName, connect, ensure_database, with_database
 
 RAW_TABLE = "bench_raw_companies"
@@ -366,4 +366,6 @@ def cleanup(settings: Settings) -> None:
 
 
 def command_line() -> str:
-    return shlex.join(["etl-bench", *sys.argv[1:]])
+    """How etl-bench was started, for the report: a --database-url or --broker-url given on
+    the command line is shown without its password."""
+    return shlex.join(["etl-bench", *(redact_url(arg) for arg in sys.argv[1:])])
