@@ -28,6 +28,7 @@ from etl_worker.extract import predicate, read_arrow, select_sql, typed_value
 from etl_worker.partition import PartitionKey
 from tests.support.cli import IDENTITY, run_cli
 from tests.support.data import audit_rows, scalar, table_difference
+from tests.support.reliability import record
 from tests.support.runs import wait_for_run_end
 from tests.support.services import (
     BASE_BROKER_URL,
@@ -245,7 +246,8 @@ def test_every_partition_type_round_trips_and_zips_are_parsed_by_the_column_type
     rows = audit_rows(url, full)
     assert set(rows) == case.keys
     assert {r["state"] for r in rows.values()} == {"finished"}, rows
-    assert table_difference(url, raw, settings.target_table) == (0, 0)
+    lost, doubled = table_difference(url, raw, settings.target_table)
+    assert (lost, doubled) == (0, 0)
 
     spelled, canonical = case.accepted
     again = producer.enqueue_run(settings, zips=[spelled]).run_id
@@ -277,6 +279,22 @@ def test_every_partition_type_round_trips_and_zips_are_parsed_by_the_column_type
         assert cli.stderr.startswith(f"error: --zips value {value!r} does not fit {where}: ")
         assert cli.stderr.count("\n") == 1 and cli.stdout == "", cli.stderr
     assert run_count(url) == runs  # nothing recorded for a refused value
+    shown = ", ".join("NULL" if v is None else repr(v) for v in case.values)
+    refused_text = (
+        f"refused {' and '.join(repr(v) for v in case.refused)} in one line before anything "
+        "was written"
+        if case.refused
+        else "nothing to refuse: any text is a value"
+    )
+    record(
+        f"partition column of type {case.type_sql}",
+        f"values {shown}; the database's DateStyle SQL, DMY and TimeZone Asia/Kolkata",
+        f"every partition finished, named by Postgres's text of its value "
+        f"({', '.join(sorted(repr(k) for k in case.keys if k is not None))}); "
+        f"--zips {spelled!r} ran partition {canonical!r}; {refused_text}",
+        rows_lost=lost,
+        rows_doubled=doubled,
+    )
 
 
 def test_a_partition_without_rows_gets_its_typed_value_from_postgres(fresh_database: str) -> None:
