@@ -16,7 +16,7 @@ from typing import Any
 
 from etl_worker import defaults
 from etl_worker.conninfo import check_database_url, check_userinfo
-from etl_worker.conninfo import redact_url as redact_url  # where callers have found it
+from etl_worker.conninfo import redact_url as redact_url  # callers import it from config
 from etl_worker.errors import ConfigError
 from etl_worker.units import parse_bytes
 

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from etl_worker import defaults
-from etl_worker.config import redact_url
+from etl_worker.conninfo import check_database_url, redact_url
 from etl_worker.errors import (
     ColumnNotFound,
     ConfigError,
@@ -62,10 +62,9 @@ def conninfo(url: str, network_timeout: float, **overrides: Any) -> str:
     try:
         given = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
-        # `from None`: libpq's message quotes the string, password and all.
-        raise ConfigError(
-            f"not a Postgres URL or connection string: {redact_url(url)} — check ETL_DATABASE_URL"
-        ) from None
+        # libpq's message quotes the string, password and all: say it the way Settings does.
+        check_database_url(url, "the database URL")
+        raise ConfigError("the database URL does not parse — check ETL_DATABASE_URL") from None
     params: dict[str, Any] = {
         k: v for k, v in libpq_parameters(network_timeout).items() if k not in given
     }

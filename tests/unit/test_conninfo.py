@@ -12,7 +12,7 @@ import pytest
 from etl_worker.bench.runner import command_line
 from etl_worker.config import Settings
 from etl_worker.conninfo import redact_url
-from etl_worker.db import conninfo, database_name, with_database
+from etl_worker.db import connect, conninfo, database_name, with_database
 from etl_worker.errors import ConfigError
 
 SECRET = "hunter2"
@@ -195,3 +195,9 @@ def test_the_benchmark_report_shows_its_command_line_without_passwords(
     argv = ["etl-bench", "--database-url", "postgresql://etl:hunter2@db/etl", "--rows", "10"]
     monkeypatch.setattr(sys, "argv", argv)
     assert command_line() == "etl-bench --database-url 'postgresql://etl:***@db/etl' --rows 10"
+
+
+def test_a_connection_string_that_bypassed_settings_is_refused_the_same_way() -> None:
+    with pytest.raises(ConfigError, match="is neither a Postgres URL") as refused:
+        connect(f"host=db user=etl {SECRET}")
+    assert SECRET not in "".join(traceback.format_exception(refused.value))
