@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from etl_worker import defaults
-from etl_worker.conninfo import check_database_url, check_userinfo
-from etl_worker.conninfo import redact_url as redact_url  # callers import it from config
 from etl_worker.errors import ConfigError
 from etl_worker.units import parse_bytes
+from etl_worker.urls import check_database_url, check_userinfo
+from etl_worker.urls import redact_url as redact_url  # callers import it from config
 
 ENV_PREFIX = "ETL_"
 #: Keepalive idle time, interval and PROBES (2) unanswered probes, one second each at least.

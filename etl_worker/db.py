@@ -18,7 +18,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from etl_worker import defaults
-from etl_worker.conninfo import check_database_url, redact_url
 from etl_worker.errors import (
     ColumnNotFound,
     ConfigError,
@@ -30,6 +29,7 @@ from etl_worker.errors import (
     TransientError,
 )
 from etl_worker.network import libpq_parameters
+from etl_worker.urls import check_database_url, redact_url
 
 APPLICATION_NAME = "etl-worker"
 

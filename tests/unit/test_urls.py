@@ -11,9 +11,9 @@ import pytest
 
 from etl_worker.bench.runner import command_line
 from etl_worker.config import Settings
-from etl_worker.conninfo import redact_url
 from etl_worker.db import connect, conninfo, database_name, with_database
 from etl_worker.errors import ConfigError
+from etl_worker.urls import redact_url
 
 SECRET = "hunter2"
 

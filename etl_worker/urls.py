@@ -1,4 +1,4 @@
-"""Connection strings as text: the forms a Postgres URL may take, and how any URL or
+"""URLs and connection strings as text: the forms a Postgres URL may take, and how any URL or
 connection string is shown without its secrets.
 
 `redact_url` is the one way a URL or connection string reaches a message or a log. It
