@@ -37,7 +37,7 @@ COMMANDS = [
     ("etl-sample",),
     ("etl-plan",),
     ("etl-metrics",),
-    ("etl-bench", "--rows", "10", "--zips", "2"),
+    ("etl-bench", "--shared-postgres", "--rows", "10", "--zips", "2"),
     ("etl-sweep",),
     ("etl-migrate",),
 ]
