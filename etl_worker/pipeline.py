@@ -100,10 +100,9 @@ def run_partition(
     except WorkerCannotServe as exc:
         # This worker's code does not fit the database or the run: no attempt is counted,
         # and the message comes back for a worker that fits (or this one, once upgraded).
-        if getattr(exc, "repeated", False):  # said once per run already (context.guards)
-            raise RetryLater("refused (see above)", retry.backoff(retries, settings)) from exc
-        log.error("partition %s: %s", key.label, exc)
-        raise RetryLater(str(exc), retry.backoff(retries, settings)) from exc
+        if not getattr(exc, "repeated", False):  # said once per run (context.guards)
+            log.error("partition %s: %s", key.label, exc)
+        raise RetryLater("refused (see above)", retry.backoff(retries, settings)) from exc
     except Exception as exc:
         ctx.reset_connections()
         error = retry.classify(exc)
