@@ -179,12 +179,15 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
             )
         )
     if s.refusals:
-        older = [r for r in s.refusals if r["loaded"] is not None]
+        # A loaded fingerprint: the worker runs other code (an older transform, most
+        # often: not restarted since the fix); none: it may not or cannot import it.
+        other = sum(1 for r in s.refusals if r["loaded"] is not None)
         lines.append(
             f"refused    {len(s.refusals)} worker(s) refuse this run's partitions"
             + (
-                f"; {len(older)} run an older transform than {s.transform_fingerprint}"
-                if older
+                f"; {other} run another version of the transform than the run's "
+                f"{s.transform_fingerprint}"
+                if other
                 else ""
             )
             + ": "

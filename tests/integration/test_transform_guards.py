@@ -12,6 +12,7 @@ import psycopg
 
 from tests.support.cli import IDENTITY, enqueue, run_cli, run_json
 from tests.support.data import make_raw_table, scalar, table_difference
+from tests.support.reliability import exactly_once, record
 from tests.support.services import Stack, Worker, wait_until
 
 BROKEN = """
@@ -95,6 +96,7 @@ def test_a_worker_running_an_edited_transform_refuses_the_resumed_run_once_and_c
     said += f"the run wants {wanted}"
     wait_until(lambda: old.log().count("refused (see above)") >= 6, 90, what="refusals")
     assert old.log().count(said) == 1  # once per (worker, run), however many deliveries
+    deliveries = old.log().count("refused (see above)")
     # Refused deliveries are no attempts: every partition waits, untouched, for a worker
     # that runs the fixed code.
     assert {(state, attempts) for state, attempts, _ in partitions(stack, run_id)} == {
@@ -114,6 +116,17 @@ def test_a_worker_running_an_edited_transform_refuses_the_resumed_run_once_and_c
     assert {fp for _, _, fp in partitions(stack, run_id)} == {wanted}
     assert scalar(stack.database_url, "SELECT count(*) FROM clean_companies") == rows
     assert run_json(stack, run_id)["refusals"] == []  # the restarted worker serves it
+    exactly_once(
+        stack.database_url,
+        "transform edited, workers not restarted",
+        "the transform module's source fixed between a failed run and its --resume; the one "
+        "worker (-c 1) kept the broken version loaded",
+        f"the worker refused the run's {len(partitions(stack, run_id))} zips before claiming "
+        f"them ({deliveries} deliveries sent back), said 'restart the workers: they run "
+        "transform X version A, the run wants B' once, recorded one refusal (etl-status: "
+        "1 worker refuses), counted no attempt; restarted, it finished every zip, each "
+        "recording the new fingerprint",
+    )
 
 
 def test_a_transform_module_off_the_allow_list_is_refused_at_enqueue_and_never_imported_by_workers(
@@ -154,6 +167,16 @@ def test_a_transform_module_off_the_allow_list_is_refused_at_enqueue_and_never_i
     assert {(s, a) for s, a, _ in partitions(stack, run_id)} == {("queued", 0)}
     assert "celery" not in trace.read_text()  # only etl-enqueue imported it
     assert len(run_json(stack, run_id)["refusals"]) == 1
+    record(
+        "a run naming a module off the allow-list",
+        "etl-enqueue with ETL_TRANSFORM_MODULES not listing the module; then a run naming it "
+        "anyway, served by a worker whose list lacks it",
+        "etl-enqueue refused it in one line naming the module and ETL_TRANSFORM_MODULES, "
+        "before importing it; the worker refused the run's zips without importing the module "
+        "(its import trace has no worker), said so once, counted no attempt",
+        rows_lost=0,
+        rows_doubled=0,
+    )
 
     # A shipped transform needs no listing.
     ok = enqueue(stack, "--all-zips", "--wait", "--transform", IDENTITY, ETL_TRANSFORM_MODULES="")
