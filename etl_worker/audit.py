@@ -381,10 +381,15 @@ class Audit:
 
     # -- which code a run wants, which snapshot it reads (fingerprint.py, snapshot.py) ------
 
-    def run_guards(self, run_id: str) -> tuple[str | None, str | None]:
-        """(transform fingerprint, snapshot id) the run wants now."""
-        row = self.conn.execute(self._q("run_guards"), {"run_id": run_id}).fetchone()
-        return (None, None) if row is None else (row[0], row[1])
+    def run_guards(self, run_id: str) -> tuple[str | None, str | None] | None:
+        """(transform fingerprint, snapshot id) the run wants now; None: no such run."""
+        try:
+            row = self.conn.execute(self._q("run_guards"), {"run_id": run_id}).fetchone()
+        except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+            # An audit schema older than this code (or none): say so as the claim would.
+            migrations.check_version(self.conn, self.schema, _WORKER)
+            raise
+        return None if row is None else (row[0], row[1])
 
     def resume_run_guards(self, run_id: str, fingerprint: str | None) -> None:
         """--resume: want the transform as loaded now; read without the old snapshot."""

@@ -129,7 +129,10 @@ class WorkerContext:
         """Check that this process may and does run the transform the run wants, before the
         partition is claimed; raises `TransformRefused` (not an attempt: the message comes
         back for a worker that fits) and records the refusal once per (worker, run)."""
-        wanted, snapshot_id = self.audit.run_guards(run_id)
+        guards = self.audit.run_guards(run_id)
+        if guards is None:  # a message of a run this database does not have: the claim
+            return RunGuards(None, None)  # finds no partition and skips it, as before
+        wanted, snapshot_id = guards
         key = (run_id, wanted)
         refused = self._refusals.get(key)
         if refused is not None:
