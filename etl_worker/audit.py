@@ -399,13 +399,7 @@ class Audit:
     def record_refusal(
         self, run_id: str, worker: str, loaded: str | None, wanted: str | None, reason: str
     ) -> None:
-        params = {
-            "run_id": run_id,
-            "worker": worker,
-            "loaded": loaded,
-            "wanted": wanted,
-            "reason": reason,
-        }
+        params = dict(run_id=run_id, worker=worker, loaded=loaded, wanted=wanted, reason=reason)
         self.conn.execute(self._q("record_refusal"), params)
 
     def clear_refusal(self, run_id: str, worker: str) -> None:
