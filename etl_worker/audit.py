@@ -69,6 +69,10 @@ class RunSpec:
     transform: str
     mode: str = RunMode.NORMAL
     options: dict[str, Any] = field(default_factory=dict)
+    #: The transform's fingerprint when enqueued (fingerprint.py); None: not checked.
+    transform_fingerprint: str | None = None
+    #: The exported snapshot every partition reads (--snapshot); None: the table as it is.
+    snapshot_id: str | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -139,6 +143,8 @@ class Audit:
                 "transform": spec.transform,
                 "mode": str(spec.mode),
                 "options": Jsonb(spec.options),
+                "transform_fingerprint": spec.transform_fingerprint,
+                "snapshot_id": spec.snapshot_id,
             },
         )
 
@@ -153,7 +159,7 @@ class Audit:
                 "— check the run id and ETL_DATABASE_URL"
             )
         options = row[6] if isinstance(row[6], dict) else json.loads(row[6] or "{}")
-        return RunSpec(row[0], row[1], row[2], row[3], row[4], row[5], options)
+        return RunSpec(row[0], row[1], row[2], row[3], row[4], row[5], options, row[7], row[8])
 
     def latest_run_id(self) -> str | None:
         row = self.conn.execute(self._q("latest_run")).fetchone()
@@ -372,3 +378,39 @@ class Audit:
     def slowest(self, run_id: str, limit: int = 5) -> list[tuple[Any, ...]]:
         rows = self.conn.execute(self._q("run_slowest"), {"run_id": run_id, "limit": limit})
         return [tuple(r) for r in rows]
+
+    # -- which code a run wants, which snapshot it reads (fingerprint.py, snapshot.py) ------
+
+    def run_guards(self, run_id: str) -> tuple[str | None, str | None] | None:
+        """(transform fingerprint, snapshot id) the run wants now; None: no such run."""
+        try:
+            row = self.conn.execute(self._q("run_guards"), {"run_id": run_id}).fetchone()
+        except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+            # An audit schema older than this code (or none): say so as the claim would.
+            migrations.check_version(self.conn, self.schema, _WORKER)
+            raise
+        return None if row is None else (row[0], row[1])
+
+    def resume_run_guards(self, run_id: str, fingerprint: str | None) -> None:
+        """--resume: want the transform as loaded now; read without the old snapshot."""
+        params = {"run_id": run_id, "fingerprint": fingerprint}
+        self.conn.execute(self._q("resume_run_guards"), params)
+
+    def record_refusal(
+        self, run_id: str, worker: str, loaded: str | None, wanted: str | None, reason: str
+    ) -> None:
+        params = dict(run_id=run_id, worker=worker, loaded=loaded, wanted=wanted, reason=reason)
+        self.conn.execute(self._q("record_refusal"), params)
+
+    def clear_refusal(self, run_id: str, worker: str) -> None:
+        self.conn.execute(self._q("clear_refusal"), {"run_id": run_id, "worker": worker})
+
+    def refusals(self, run_id: str) -> list[tuple[Any, ...]]:
+        """(worker, loaded, wanted, reason, refused at) of workers refusing the run."""
+        rows = self.conn.execute(self._q("run_refusals"), {"run_id": run_id})
+        return [tuple(r) for r in rows]
+
+    def partition_fingerprint_sql(self, part_id: int, fingerprint: str | None) -> str:
+        """Bound, for the write transaction on ADBC (the fingerprint commits with the rows)."""
+        params = {"part_id": part_id, "fingerprint": fingerprint}
+        return self.bind(self._q("record_partition_fingerprint"), params)

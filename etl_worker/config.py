@@ -30,6 +30,10 @@ def _env(name: str, parse: Callable[[str], Any] = str) -> Any:
     return {"env": ENV_PREFIX + name, "parse": parse}
 
 
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def _parse_bool(text: str) -> bool:
     value = text.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -54,6 +58,11 @@ class Settings:
         default=defaults.PARTITION_COLUMN, metadata=_env("PARTITION_COLUMN")
     )
     transform: str = field(default=defaults.TRANSFORM, metadata=_env("TRANSFORM"))
+    #: Module prefixes workers may import transforms from, besides the shipped
+    #: etl_worker.transforms (fingerprint.py): whoever can insert a run chooses the module.
+    transform_modules: tuple[str, ...] = field(
+        default=(), metadata=_env("TRANSFORM_MODULES", _parse_list)
+    )
     queue: str = field(default=defaults.QUEUE, metadata=_env("QUEUE"))
     audit_schema: str = field(default=defaults.AUDIT_SCHEMA, metadata=_env("AUDIT_SCHEMA"))
     #: Prefix for every Redis key kombu uses, so several fleets (or test runs) can share

@@ -29,6 +29,8 @@ from etl_worker.db import (
     table_columns,
     table_exists,
 )
+from etl_worker.errors import ConfigError, TransformRefused
+from etl_worker.fingerprint import allowed_modules, load_checked, refusal_message
 from etl_worker.heartbeat import Heartbeat
 from etl_worker.load import TargetSchema, target_schema
 from etl_worker.transforms import load_transform
@@ -48,6 +50,16 @@ class PreparedRun:
     transform: Callable[[pd.DataFrame], pd.DataFrame]
 
 
+@dataclass(frozen=True)
+class RunGuards:
+    """What one delivery of a run's partition checks and reads with, read fresh each time
+    (--resume changes both): the fingerprint of the transform this process runs, and the
+    snapshot to read (None: the raw table as it is now)."""
+
+    fingerprint: str | None
+    snapshot_id: str | None
+
+
 class WorkerContext:
     def __init__(self, settings: Settings, worker_name: str | None = None) -> None:
         self.settings = settings
@@ -57,6 +69,10 @@ class WorkerContext:
         self._pg: psycopg.Connection | None = None
         self._adbc: Any = None
         self._runs: dict[str, PreparedRun] = {}
+        self._transforms: dict[str, str] = {}  # run id -> its transform's module:function
+        # (run id, fingerprint wanted) -> why this process refuses it: said once, then cached.
+        self._refusals: dict[tuple[str, str | None], str] = {}
+        self._serving: set[tuple[str, str | None]] = set()
         self.heartbeat = Heartbeat(
             settings.database_url,
             settings.audit_schema,
@@ -109,6 +125,39 @@ class WorkerContext:
             self._runs[run_id] = run
         return run
 
+    def guards(self, run_id: str) -> RunGuards:
+        """Check that this process may and does run the transform the run wants, before the
+        partition is claimed; raises `TransformRefused` (not an attempt: the message comes
+        back for a worker that fits) and records the refusal once per (worker, run)."""
+        guards = self.audit.run_guards(run_id)
+        if guards is None:  # a message of a run this database does not have: the claim
+            return RunGuards(None, None)  # finds no partition and skips it, as before
+        wanted, snapshot_id = guards
+        key = (run_id, wanted)
+        refused = self._refusals.get(key)
+        if refused is not None:
+            raise TransformRefused(refused, repeated=True)
+        transform = self._transforms.get(run_id)
+        if transform is None:
+            transform = self._transforms[run_id] = self.audit.get_run(run_id).transform
+        allowed = allowed_modules(self.settings.transform_modules)
+        loaded: str | None = None
+        try:
+            # The allow-list is checked before anything is imported.
+            loaded = load_checked(transform, allowed).fingerprint
+        except ConfigError as exc:  # not allowed here, or not importable here
+            reason = f"this worker will not run run {run_id}'s transform: {exc}"
+        else:
+            if wanted is None or loaded == wanted:
+                if key not in self._serving:
+                    self._serving.add(key)
+                    self.audit.clear_refusal(run_id, self.worker_name)
+                return RunGuards(loaded, snapshot_id)
+            reason = refusal_message(transform, loaded, wanted)
+        self._refusals[key] = reason
+        self.audit.record_refusal(run_id, self.worker_name, loaded, wanted, reason)
+        raise TransformRefused(reason)
+
     def prepare_run(self, spec: RunSpec) -> PreparedRun:
         """Resolve a run's spec against the database (tables, types, the transform)."""
         raw = resolve_schema(self.pg, TableName.parse(spec.raw_table))
@@ -126,6 +175,7 @@ class WorkerContext:
             partition_column=find_column(raw_columns, spec.partition_column, raw),
             split_column=spec.options.get("split_column"),
             target_schema=target_schema(self.adbc, schema_table, columns),
+            # Only after `guards` let this process import it (the allow-list).
             transform=load_transform(spec.transform),
         )
 

@@ -32,6 +32,10 @@ class ColumnNotFound(EtlError):
     """A column named by the user does not exist in its table."""
 
 
+class TransformNotAllowed(ConfigError):
+    """The run's transform module is not on the allow-list (ETL_TRANSFORM_MODULES)."""
+
+
 class RunNotFound(EtlError):
     """A run id that the audit table does not know."""
 
@@ -53,6 +57,16 @@ class AuditSchemaMissing(WorkerCannotServe):
 
 class AuditSchemaMismatch(WorkerCannotServe):
     """The audit schema's version is not the one this code reads and writes."""
+
+
+class TransformRefused(WorkerCannotServe):
+    """This worker will not run the run's transform: its loaded code is not the version
+    the run recorded, or the module is not on its allow-list, or it cannot import it.
+    `repeated`: this worker already said so for the run (it says it once)."""
+
+    def __init__(self, detail: str, *, repeated: bool = False) -> None:
+        super().__init__(detail)
+        self.repeated = repeated
 
 
 class PermanentPartitionError(EtlError):
@@ -86,6 +100,11 @@ class TimeLimitExceeded(PermanentPartitionError):
 class UnexpectedError(PermanentPartitionError):
     """An error nobody raised on purpose (a bug in the transform path): recorded as failed
     rather than retried in a loop."""
+
+
+class SnapshotGone(PermanentPartitionError):
+    """The run reads an exported snapshot (--snapshot) that no longer exists: the producer
+    that held it ended."""
 
 
 class TransientError(EtlError):

@@ -7,7 +7,7 @@ keeps its exact value (text with tabs or `\\N`, '' versus NULL, NULL integers, n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -79,14 +79,21 @@ def read_arrow(
     *,
     ceiling_bytes: int = 0,
     label: str = "",
+    prelude: Sequence[str] = (),
 ) -> pa.Table:
     """Run `query_text` (values already bound) and return its rows as one Arrow table.
 
     Reads batch by batch so a partition over `ceiling_bytes` is refused before it is all in
-    memory. Ends the read transaction, so no snapshot is held during the transform.
+    memory. `prelude`: statements that must open the read transaction (snapshot.py sets an
+    exported snapshot with them). Ends the read transaction, so no snapshot is held during
+    the transform.
     """
     cur = adbc_conn.cursor()
     try:
+        if prelude:
+            adbc_conn.rollback()  # a fresh transaction: they must come before any query
+        for statement in prelude:
+            cur.execute(statement)
         cur.execute(query_text)
         reader = cur.fetch_record_batch()
         batches: list[pa.RecordBatch] = []

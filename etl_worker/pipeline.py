@@ -26,7 +26,7 @@ from psycopg import sql
 
 from etl_worker import deaths, memory, retry
 from etl_worker.audit import lease_owner
-from etl_worker.context import PreparedRun, WorkerContext
+from etl_worker.context import PreparedRun, RunGuards, WorkerContext
 from etl_worker.db import first_line
 from etl_worker.errors import (
     AttemptsExhausted,
@@ -42,10 +42,11 @@ from etl_worker.errors import (
     WorkerCannotServe,
     traceback_last_line,
 )
-from etl_worker.extract import predicate, read_arrow, select_sql, typed_value
+from etl_worker.extract import predicate, select_sql, typed_value
 from etl_worker.frames import shrink, to_frame
 from etl_worker.load import check_partition_values, check_split_values, ingest, to_arrow
 from etl_worker.partition import PartitionKey
+from etl_worker.snapshot import read_in_snapshot, snapshot_statements
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,14 @@ def run_partition(
     settings = ctx.settings
     owner = lease_owner(ctx.host, ctx.pid, task_id or uuid.uuid4().hex)
     try:
+        guards = ctx.guards(run_id)
         claim = _claim(ctx, run_id, part_id, task_id, owner)
     except WorkerCannotServe as exc:
-        # This worker's code does not fit the database: no attempt is counted, and the
-        # message comes back for a worker that fits (or this one, once upgraded).
-        log.error("partition %s: %s", key.label, exc)
-        raise RetryLater(str(exc), retry.backoff(retries, settings)) from exc
+        # This worker's code does not fit the database or the run: no attempt is counted,
+        # and the message comes back for a worker that fits (or this one, once upgraded).
+        if not getattr(exc, "repeated", False):  # said once per run (context.guards)
+            log.error("partition %s: %s", key.label, exc)
+        raise RetryLater("refused (see above)", retry.backoff(retries, settings)) from exc
     except Exception as exc:
         ctx.reset_connections()
         error = retry.classify(exc)
@@ -140,7 +143,7 @@ def run_partition(
     memory.reset_peak()
     rss_before = memory.current_rss()
     try:
-        return _process(ctx, ctx.prepared(run_id), part_id, key)
+        return _process(ctx, ctx.prepared(run_id), part_id, key, guards)
     except Exception as exc:
         _record_failure(ctx, run_id, part_id, key, claim.retries, exc)
         raise
@@ -284,15 +287,20 @@ class Transformed:
     memory_after_bytes: int
 
 
-def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey) -> Transformed:
-    """Read one partition, run the transform on it, downcast its output losslessly and cast
-    it to the target's Arrow types. Writes nothing (etl-plan measures partitions with it)."""
+def transform_partition(
+    ctx: WorkerContext, run: PreparedRun, key: PartitionKey, snapshot_id: str | None = None
+) -> Transformed:
+    """Read one partition (in the exported snapshot `snapshot_id`, when the run has one),
+    run the transform on it, downcast its output losslessly and cast it to the target's
+    Arrow types. Writes nothing (etl-plan measures partitions with it)."""
     started = time.perf_counter()
     where, params = predicate(key, run.partition_column, run.split_column)
-    table = read_arrow(
+    table = read_in_snapshot(
         ctx.adbc,
         ctx.audit.bind(select_sql(run.raw, where), params),  # psycopg binds, ADBC runs
         run.raw_columns,
+        snapshot=snapshot_statements(ctx.audit.bind, snapshot_id),
+        run_id=run.spec.run_id,
         ceiling_bytes=ctx.settings.memory_ceiling_bytes,
         label=key.label,
     )
@@ -332,10 +340,12 @@ def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey)
     )
 
 
-def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionKey) -> Outcome:
+def _process(
+    ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionKey, guards: RunGuards
+) -> Outcome:
     audit = ctx.audit
     started = time.perf_counter()
-    part = transform_partition(ctx, run, key)
+    part = transform_partition(ctx, run, key, guards.snapshot_id)
     where, params = predicate(key, run.partition_column, run.split_column)
     bind = audit.bind
     write_started = time.perf_counter()
@@ -379,6 +389,7 @@ def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionK
             "memory_after_bytes": part.memory_after_bytes,
             "peak_rss_bytes": memory.peak_rss(),
         }
+        cur.execute(audit.partition_fingerprint_sql(part_id, guards.fingerprint))
         cur.execute(audit.finished_sql(part_id, stats))
         ctx.adbc.commit()
     except BaseException:

@@ -45,11 +45,15 @@ from etl_worker.errors import (
     ServiceUnavailable,
     TableNotFound,
 )
+from etl_worker.fingerprint import allowed_modules, load_checked
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
 from etl_worker.partition import key_text
+from etl_worker.snapshot import ExportedSnapshot
 from etl_worker.splits import Split, plan_splits, rows_per_partition, split_column
 from etl_worker.transforms import load_transform
+from etl_worker.vanished import Vanished
+from etl_worker.vanished import delete_vanished as delete_vanished_rows
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class Enqueued:
     seconds: float
     resumed: bool = False
     warnings: tuple[str, ...] = ()
+    #: With --delete-vanished: what was removed from the target.
+    vanished: Vanished | None = None
 
 
 #: Messages per Redis pipeline flush when enqueueing.
@@ -82,6 +88,8 @@ def check_transform_output(
     (the workers still check every partition)."""
     raw = TableName.parse(spec.raw_table)
     target = TableName.parse(spec.target_table)
+    # The allow-list first: nothing is imported that the workers would refuse to import.
+    load_checked(spec.transform, allowed_modules(settings.transform_modules))
     transform = load_transform(spec.transform)
     with connect(settings.database_url) as conn:
         schema_table = target if table_exists(conn, target) else raw
@@ -347,8 +355,12 @@ def enqueue_run(
     zip_table: str | None = None,
     create_index: bool = False,
     app: Celery | None = None,
+    snapshot: ExportedSnapshot | None = None,
+    delete_vanished: bool = False,
 ) -> Enqueued:
-    """Start a new run over all partitions (or the given ones) and send its tasks."""
+    """Start a new run over all partitions (or the given ones) and send its tasks. With
+    `snapshot`, the partitions are listed in it and every partition reads it (snapshot.py);
+    with `delete_vanished`, target rows of values gone from the raw table are deleted."""
     mode = RunMode.NORMAL
     if settings.dry_run:
         mode = RunMode.DRY_RUN
@@ -362,7 +374,7 @@ def enqueue_run(
         raw, target = TableName.parse(settings.raw_table), TableName.parse(settings.target_table)
         keys = None if zips is None else list(dict.fromkeys(zips))
         plan, options, plan_warnings = plan_run(
-            settings, conn, raw, raw_columns, column, keys, zip_table
+            settings, snapshot.conn if snapshot else conn, raw, raw_columns, column, keys, zip_table
         )
         warnings.extend(plan_warnings)
         # Where its workers listen: the sweeper re-sends the run's partitions there.
@@ -375,12 +387,20 @@ def enqueue_run(
             settings.transform,
             mode,
             options,
+            transform_fingerprint=load_checked(
+                settings.transform, allowed_modules(settings.transform_modules)
+            ).fingerprint,
+            snapshot_id=snapshot.id if snapshot else None,
         )
         warning = check_transform_output(settings, spec, raw_columns)
         if warning:
             warnings.append(warning)
+        vanished = None
         if not spec.dry_run:
             create_target(conn, raw, target, column.name)
+            if delete_vanished:
+                vanished = delete_vanished_rows(conn, raw, target, column)
+                options["deleted_vanished"] = {"values": vanished.values, "rows": vanished.rows}
         audit = Audit(conn, settings.audit_schema)
         audit.ensure_schema()
         with conn.transaction():
@@ -392,7 +412,7 @@ def enqueue_run(
         audit.mark_run_enqueued(run_id)
     for w in warnings:
         log.warning(w)
-    return Enqueued(run_id, len(parts), seconds, warnings=tuple(warnings))
+    return Enqueued(run_id, len(parts), seconds, warnings=tuple(warnings), vanished=vanished)
 
 
 def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) -> Enqueued:
@@ -405,6 +425,11 @@ def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) ->
         settings = settings.replace(queue=run_queue(spec, settings))
         app = app or make_app(settings)
         check_broker(app, settings)
+        # The run now wants the transform as it is today (workers still running older code
+        # refuse it and say so), and reads the raw table as it is: an earlier producer's
+        # snapshot is gone, or goes when that producer ends.
+        loaded = load_checked(spec.transform, allowed_modules(settings.transform_modules))
+        audit.resume_run_guards(run_id, loaded.fingerprint)
         parts = audit.requeue_unfinished(run_id)
         seconds = send_tasks(app, settings, run_id, parts)
     return Enqueued(run_id, len(parts), seconds, resumed=True)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 
 import click
 
 from etl_worker import defaults, producer
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
-from etl_worker.config import env_var
+from etl_worker.config import Settings, env_var
 from etl_worker.reporting import testmode
 from etl_worker.reporting.progress import wait_and_sweep
 from etl_worker.reporting.status import format_status
 from etl_worker.reporting.verify import format_diff
+from etl_worker.snapshot import ExportedSnapshot
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,6 +77,18 @@ from etl_worker.reporting.verify import format_diff
     f"[env {env_var('split_column')}; default the raw table's integer primary key].",
 )
 @click.option(
+    "--snapshot",
+    is_flag=True,
+    help="With --wait: every partition reads the raw table as it was at enqueue (one exported "
+    "snapshot, held open while waiting), so rows moving between zips meanwhile are written "
+    "exactly once.",
+)
+@click.option(
+    "--delete-vanished",
+    is_flag=True,
+    help="With --all-zips: first delete the target rows whose zip is no longer in the raw table.",
+)
+@click.option(
     "--wait", is_flag=True, help="Show progress until the run ends; exit 1 if any partition failed."
 )
 @click.option(
@@ -98,6 +112,8 @@ def main(
     create_index: bool,
     split_rows: int | None,
     split_column: str | None,
+    snapshot: bool,
+    delete_vanished: bool,
     wait: bool,
     as_json: bool,
     **overrides: str | None,
@@ -121,6 +137,40 @@ def main(
         raise click.UsageError(
             "choose exactly one of --all-zips, --zips, --zip-table, --resume, --test"
         )
+    if snapshot and (resume_run or not wait):
+        raise click.UsageError(
+            "--snapshot needs --wait (the snapshot lives while etl-enqueue waits) and a new "
+            "run: a resumed run reads the raw table as it is now"
+        )
+    if delete_vanished and not all_zips:
+        raise click.UsageError("--delete-vanished goes with --all-zips")
+    with ExitStack() as held:
+        _enqueue_and_wait(
+            settings,
+            resume_run,
+            zips,
+            zip_table,
+            create_index,
+            snapshot,
+            delete_vanished,
+            wait,
+            as_json,
+            held,
+        )
+
+
+def _enqueue_and_wait(
+    settings: Settings,
+    resume_run: str | None,
+    zips: str | None,
+    zip_table: str | None,
+    create_index: bool,
+    snapshot: bool,
+    delete_vanished: bool,
+    wait: bool,
+    as_json: bool,
+    held: ExitStack,
+) -> None:
     comparison = None
     if settings.test_mode:
         # From here on the run's raw table is the sample and its target the test table.
@@ -133,8 +183,18 @@ def main(
             selected = [z.strip() for z in zips.split(",") if z.strip()]
             if not selected:
                 raise click.UsageError("--zips needs at least one value")
+        exported = None
+        if snapshot:
+            exported = held.enter_context(
+                ExportedSnapshot(settings.database_url, network_timeout=settings.network_timeout)
+            )
         result = producer.enqueue_run(
-            settings, zips=selected, zip_table=zip_table, create_index=create_index
+            settings,
+            zips=selected,
+            zip_table=zip_table,
+            create_index=create_index,
+            snapshot=exported,
+            delete_vanished=delete_vanished,
         )
     click.echo(result.run_id)
     verb = "re-enqueued" if result.resumed else "enqueued"
@@ -143,6 +203,12 @@ def main(
         f"({settings.raw_table} -> {settings.target_table})",
         err=True,
     )
+    if result.vanished is not None:
+        click.echo(
+            f"deleted {result.vanished.rows:,} target rows of {len(result.vanished.values):,} "
+            f"zips no longer in {settings.raw_table}",
+            err=True,
+        )
     if not (wait or comparison):
         return
     status = wait_and_sweep(settings, result.run_id)

@@ -35,6 +35,10 @@ class RunStatus:
     failures: list[dict[str, Any]] = field(default_factory=list)
     failures_by_error: dict[str, list[str]] = field(default_factory=dict)
     slowest: list[dict[str, Any]] = field(default_factory=list)
+    #: Workers refusing the run's partitions: other transform code loaded, or not allowed.
+    refusals: list[dict[str, Any]] = field(default_factory=list)
+    transform_fingerprint: str | None = None
+    snapshot_id: str | None = None
 
     @property
     def done(self) -> int:
@@ -99,7 +103,13 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
         memory_before_bytes=int(mem_before),
         memory_after_bytes=int(mem_after),
         largest_frame_bytes=largest,
+        transform_fingerprint=spec.transform_fingerprint,
+        snapshot_id=spec.snapshot_id,
     )
+    status.refusals = [
+        {"worker": w, "loaded": loaded, "wanted": wanted, "reason": reason, "at": str(at)}
+        for w, loaded, wanted, reason, at in audit.refusals(run_id)
+    ]
     if details:
         grouped: dict[str, list[str]] = defaultdict(list)
         for key, lo, hi, error, attempts in audit.failures(run_id):
@@ -167,6 +177,21 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
             + "  ".join(
                 f"{x['partition']} {x['seconds']:.2f}s/{x['rows'] or 0:,} rows" for x in s.slowest
             )
+        )
+    if s.refusals:
+        # A loaded fingerprint: the worker runs other code (an older transform, most
+        # often: not restarted since the fix); none: it may not or cannot import it.
+        other = sum(1 for r in s.refusals if r["loaded"] is not None)
+        lines.append(
+            f"refused    {len(s.refusals)} worker(s) refuse this run's partitions"
+            + (
+                f"; {other} run another version of the transform than the run's "
+                f"{s.transform_fingerprint}"
+                if other
+                else ""
+            )
+            + ": "
+            + s.refusals[-1]["reason"]
         )
     if s.failures:
         lines.append(f"failures   {len(s.failures):,} partition(s) failed:")

@@ -3,13 +3,13 @@
 
 -- name: insert_run
 INSERT INTO {schema}.runs (run_id, raw_table, target_table, partition_column, transform, mode,
-                           options)
+                           options, transform_fingerprint, snapshot_id)
 VALUES (%(run_id)s, %(raw_table)s, %(target_table)s, %(partition_column)s, %(transform)s,
-        %(mode)s, %(options)s);
+        %(mode)s, %(options)s, %(transform_fingerprint)s, %(snapshot_id)s);
 
 -- name: get_run
 SELECT run_id, raw_table, target_table, partition_column, transform, mode, options,
-       created_at, enqueued_at
+       transform_fingerprint, snapshot_id, created_at, enqueued_at
 FROM {schema}.runs WHERE run_id = %(run_id)s;
 
 -- name: mark_run_enqueued
@@ -235,3 +235,42 @@ LIMIT %(limit)s;
 SELECT max(peak_rss_bytes)
 FROM {schema}.partitions
 WHERE run_id IN (SELECT run_id FROM {schema}.runs ORDER BY created_at DESC LIMIT %(runs)s);
+
+-- Which code a run wants, which snapshot it reads (fingerprint.py, snapshot.py) ----------
+
+-- name: run_guards
+-- Read on every delivery, before the claim: --resume may have changed both since the
+-- worker first saw the run (a new fingerprint; the snapshot forgotten).
+SELECT transform_fingerprint, snapshot_id FROM {schema}.runs WHERE run_id = %(run_id)s;
+
+-- name: resume_run_guards
+-- --resume: the run now wants the transform as the producer loads it today, and reads the
+-- raw table as it is (the snapshot of an earlier producer is gone or about to be).
+UPDATE {schema}.runs SET transform_fingerprint = %(fingerprint)s, snapshot_id = NULL
+WHERE run_id = %(run_id)s;
+
+-- name: record_refusal
+-- A worker refused the run's partitions (once per worker and run; the latest reason wins).
+INSERT INTO {schema}.transform_refusals (run_id, worker, loaded, wanted, reason)
+VALUES (%(run_id)s, %(worker)s, %(loaded)s, %(wanted)s, %(reason)s)
+ON CONFLICT (run_id, worker) DO UPDATE
+SET loaded = excluded.loaded, wanted = excluded.wanted, reason = excluded.reason,
+    refused_at = now();
+
+-- name: clear_refusal
+-- The worker serves the run now (restarted with the code the run wants).
+DELETE FROM {schema}.transform_refusals WHERE run_id = %(run_id)s AND worker = %(worker)s;
+
+-- name: run_refusals
+-- Refusals of the fingerprint the run wants now (one --resume ago they were about another),
+-- for etl-status.
+SELECT r.worker, r.loaded, r.wanted, r.reason, r.refused_at
+FROM {schema}.transform_refusals r JOIN {schema}.runs u USING (run_id)
+WHERE r.run_id = %(run_id)s AND r.wanted IS NOT DISTINCT FROM u.transform_fingerprint
+ORDER BY r.refused_at;
+
+-- name: record_partition_fingerprint
+-- Inside the write transaction (pipeline.py): the fingerprint of the code that wrote the
+-- partition's rows commits with them.
+UPDATE {schema}.partitions SET transform_fingerprint = %(fingerprint)s
+WHERE part_id = %(part_id)s;

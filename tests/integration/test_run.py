@@ -115,7 +115,10 @@ def test_unknown_table_or_column_is_a_clear_error_and_writes_nothing(stack: Stac
 
     no_table = enqueue(stack, "--all-zips", "--raw-table", "no_such_table", check=False)
     no_column = enqueue(stack, "--all-zips", "--partition-column", "zip", check=False)
-    no_transform = enqueue(stack, "--all-zips", "--transform", "nope.mod:fn", check=False)
+    # Allowed (ETL_TRANSFORM_MODULES), so the error is that it does not exist.
+    no_transform = enqueue(
+        stack, "--all-zips", "--transform", "nope.mod:fn", check=False, ETL_TRANSFORM_MODULES="nope"
+    )
 
     assert no_table.returncode == 1
     assert no_table.stderr.strip().startswith('error: table "no_such_table" not found')

@@ -48,6 +48,19 @@ def wait_for_gate(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+#: Like WAIT_FOR_GATE, and says when a partition's rows are read: see `signal_then_wait`.
+SIGNAL_THEN_WAIT = f"{__name__}:signal_then_wait"
+
+
+def signal_then_wait(df: pd.DataFrame) -> pd.DataFrame:
+    """`wait_for_gate`, after creating `<gate file>.read.<zip>`: the partition's read is
+    over (the transform runs after it), so a test can change the raw table between reads."""
+    path = os.environ.get("ETL_TEST_GATE_FILE")
+    if path and len(df):
+        Path(f"{path}.read.{df['zip_code'].iloc[0]}").touch()
+    return wait_for_gate(df)
+
+
 def slow_identity(df: pd.DataFrame) -> pd.DataFrame:
     """Identity after ETL_TEST_SLEEP seconds (default 1): slow enough to be caught mid-task."""
     time.sleep(float(os.environ.get("ETL_TEST_SLEEP", "1")))
