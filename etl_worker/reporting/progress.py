@@ -76,7 +76,7 @@ def wait_for_run(
     def notice(line: str) -> None:
         if show:
             stamp = datetime.now().strftime("%H:%M:%S")
-            progress.console.print(f"{stamp} {line}", markup=False, highlight=False)
+            progress.console.print(f"{stamp} {line}", markup=False, highlight=False, soft_wrap=True)
 
     with PatientAudit(settings, notice) as audit, progress:
         queue = run_queue(audit.run(lambda a: a.get_run(run_id)), settings)
