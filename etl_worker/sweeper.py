@@ -284,6 +284,7 @@ class PeriodicSweep:
         self.report = report
         self._app = app
         self._last = float("-inf")
+        self._failing: str | None = None
 
     @property
     def app(self) -> Celery:
@@ -301,8 +302,12 @@ class PeriodicSweep:
             with connect(url, network_timeout=timeout) as conn:
                 result = sweep(self.settings, conn, run_id=self.run_id, app=self.app)
         except Exception as exc:  # broker or database blip: the next sweep tries again
-            log.warning("sweep failed (will retry): %s", first_line(exc))
+            # Said once, not once a sweep, while the same outage lasts.
+            line = f"sweep failed (will retry): {first_line(exc)}"
+            log.log(logging.DEBUG if line == self._failing else logging.WARNING, "%s", line)
+            self._failing = line
             return None
+        self._failing = None
         if self.report is not None:
             self.report(result)
         return result
