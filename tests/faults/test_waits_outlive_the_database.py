@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.cli import command_path
 from tests.support.data import make_raw_table
+from tests.support.reliability import record
 from tests.support.runs import SLOW, WaitingProducer, rows_in_state
 from tests.support.servers import PostgresCluster
 from tests.support.services import Stack, Worker, wait_until
@@ -76,6 +77,10 @@ def test_wait_sweep_watch_and_status_watch_wait_out_a_database_restart(
             assert process.poll() is None, f"{name} died:\n{logs[name].read_text()}"
         assert producer.process.poll() is None, producer.stderr()
         cluster.start()
+        back = time.monotonic()
+        texts = lambda: [producer.stderr()] + [p.read_text() for p in logs.values()]  # noqa: E731
+        wait_until(lambda: all(BACK in t for t in texts()), timeout=60, what="every 'back'")
+        noticed = time.monotonic() - back
 
         assert producer.wait(180) == 0, producer.stderr()
         for name, process in watchers.items():
@@ -94,3 +99,14 @@ def test_wait_sweep_watch_and_status_watch_wait_out_a_database_restart(
         assert "Traceback" not in text, f"{name}:\n{text}"
     assert set(r["state"] for r in rows_in_state(url, run_id, "finished").values()) == {"finished"}
     assert len(rows_in_state(url, run_id, "finished")) == 10
+    record(
+        "Postgres restarts under the commands that wait",
+        "pg_ctl stop -m immediate on the test's own cluster for 10 s while `etl-enqueue "
+        "--wait`, `etl-sweep RUN --watch` and `etl-status RUN --watch` follow a run",
+        "each said once 'the database is unreachable (...); waiting for it', went on "
+        f"waiting, said 'the database is back' {noticed:.1f} s after it was, followed the "
+        "run to its end and exited 0; no traceback",
+        rows_lost=0,
+        rows_doubled=0,
+        recovery_seconds=noticed,
+    )

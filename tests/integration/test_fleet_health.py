@@ -4,6 +4,7 @@ subprocesses, and Flower's view of the same workers."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from tests.support.cli import IDENTITY, command_path, enqueue, run_cli
 from tests.support.data import make_raw_table
+from tests.support.reliability import record
 from tests.support.services import Flower, Stack, Worker, wait_until, with_database
 
 
@@ -63,6 +65,15 @@ def test_wait_and_status_say_no_worker_consumes_the_queue(
     try:
         seconds = waiting.said(f"no worker is consuming queue {stack.queue}", timeout=30)
         assert seconds < 15
+        record(
+            "no worker consumes the run's queue",
+            "`etl-enqueue --all-zips --wait` with the only worker on another queue",
+            f"--wait said 'no worker is consuming queue Q (1 worker(s) answered, consuming "
+            f"...)' {seconds:.1f} s after it started, and went on waiting; etl-status says "
+            "the same",
+            rows_lost=0,
+            rows_doubled=0,
+        )
         assert waiting.process.poll() is None  # it goes on waiting: a worker may come
     finally:
         waiting.stop()
@@ -87,6 +98,16 @@ def test_workers_that_cannot_reach_their_database_are_named_by_wait_status_and_f
     try:
         seconds = waiting.said("2 workers cannot reach the database:", timeout=30)
         assert seconds < 15
+        record(
+            "workers pointed at a database that does not exist",
+            "2 real workers with a wrong database name in ETL_DATABASE_URL; `etl-enqueue "
+            "--all-zips --wait` on the right one",
+            f"--wait said '2 workers cannot reach the database: ... does not exist (since "
+            f"HH:MM:SS)' {seconds:.1f} s after it started (the workers' own words, over the "
+            "broker); etl-status and Flower's /api/workers say the same",
+            rows_lost=0,
+            rows_doubled=0,
+        )
         line = next(x for x in waiting.stderr().splitlines() if "cannot reach the" in x)
         assert 'database "etl_no_such_database" does not exist' in line
         assert "(since " in line
@@ -97,7 +118,7 @@ def test_workers_that_cannot_reach_their_database_are_named_by_wait_status_and_f
     assert status.returncode == 0, status.stderr
     assert any(
         "2 workers cannot reach the database:" in line and "etl_no_such_database" in line
-        for line in __import__("json").loads(status.stdout)["fleet"]
+        for line in json.loads(status.stdout)["fleet"]
     )
 
     # Flower asks the workers for the same `stats` reply: its API carries the same words.
