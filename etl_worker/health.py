@@ -115,7 +115,10 @@ def ask_fleet(app: Celery, timeout: float = ASK_TIMEOUT) -> list[WorkerReport]:
     """Every live worker's report, over the broker's control channel (Redis or AMQP alike).
     A worker that does not answer within `timeout` is not there, or cannot hear the broker."""
     try:
-        replies = app.control.inspect(timeout=timeout).stats() or {}
+        with app.connection_for_write() as conn:
+            # A broker that is away fails this at once, not after kombu's default retries.
+            conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.2)
+            replies = app.control.inspect(timeout=timeout, connection=conn).stats() or {}
     except Exception as exc:  # the broker is away: the caller says so and asks again later
         raise FleetUnreachable(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
     return sorted((WorkerReport.of(n, s) for n, s in replies.items()), key=lambda r: r.name)
