@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support.cli import command_path
@@ -23,6 +24,15 @@ pytestmark = pytest.mark.faults
 
 AWAY = "the database is unreachable"
 BACK = "the database is back after"
+
+
+def connected(pid: int, port: int) -> bool:
+    """The process holds a connection to the database on `port` (it is in its loop)."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.raddr and c.raddr.port == port for c in conns)
 
 
 @pytest.fixture
@@ -70,7 +80,8 @@ def test_wait_sweep_watch_and_status_watch_wait_out_a_database_restart(
         wait_until(
             lambda: rows_in_state(url, run_id, "finished"), timeout=60, what="a finished zip"
         )
-        time.sleep(1)  # every watcher is in its loop, connected
+        for pid in [producer.process.pid] + [p.pid for p in watchers.values()]:
+            wait_until(lambda p=pid: connected(p, cluster.port), timeout=60, what=f"{pid} in")
         cluster.crash()
         time.sleep(10)
         for name, process in watchers.items():
