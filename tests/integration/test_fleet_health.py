@@ -137,6 +137,11 @@ def test_workers_that_cannot_reach_their_database_are_named_by_wait_status_and_f
     )
     assert len(summaries) == 2  # type: ignore[arg-type]
     assert all("etl_no_such_database" in s for s in summaries)  # type: ignore[union-attr]
+    # ... and its worker page shows the section (its "Other" tab lists stats it does not know).
+    name = next(iter(flower.get("/api/workers").json()))
+    page = flower.get(f"/worker/{name}")
+    assert page.status == 200
+    assert "cannot reach the database" in page.body and "etl_no_such_database" in page.body
 
 
 def test_a_healthy_fleet_adds_no_line_to_status(
