@@ -1,5 +1,10 @@
-"""The audit connection of a command that waits (`--wait`, `--watch`): it outlives the
-database restarting.
+"""Audit connections that outlive the database restarting: a worker thread's
+(`ThreadConnection`) and a waiting command's (`PatientAudit`).
+
+A worker's keeper and sweeper threads (supervisor.py) log a failure once and try again on
+their next turn; the keeper's tells the worker's health (health.py) each time.
+
+The audit connection of a command that waits (`--wait`, `--watch`) waits for the database.
 
 A command that waits for a run must not die when the database goes away under it: on one
 node `etl-enqueue --wait` or `etl-sweep --watch` may be the only sweeper, and the run goes
@@ -11,9 +16,10 @@ start is the user's to fix, and says so at once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -21,6 +27,9 @@ from etl_worker.audit import Audit
 from etl_worker.config import Settings
 from etl_worker.db import connect, first_line
 from etl_worker.errors import ServiceUnavailable
+from etl_worker.health import DatabaseHealth
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -83,3 +92,49 @@ class PatientAudit:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ThreadConnection:
+    """One worker thread's own database connection (supervisor.py's keeper and sweeper),
+    opened when first needed and again after a failure: the database restarting must not
+    end the thread. A failure is logged (the same error once), never raised."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        network_timeout: float,
+        *,
+        tracker: DatabaseHealth | None = None,
+    ) -> None:
+        self.settings = settings
+        self.network_timeout = network_timeout
+        #: Told of every success and failure (the keeper's connection: the worker's health).
+        self.tracker = tracker
+        self._conn: psycopg.Connection | None = None
+        self._failing: str | None = None
+
+    def run(self, what: str, action: Callable[[Audit], Any]) -> Any:
+        """`action`'s result; None (the failure logged as `what` failed) when it failed. A
+        failure that repeats itself is logged once, until something else happens."""
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                url = self.settings.database_url
+                self._conn = connect(url, network_timeout=self.network_timeout)
+            result = action(Audit(self._conn, self.settings.audit_schema))
+        except Exception as exc:
+            # The same error again is said once, whichever of the keeper's jobs (the health
+            # check every 2 s, a renewal) met it.
+            error = first_line(exc)
+            level = logging.DEBUG if error == self._failing else logging.WARNING
+            log.log(level, "%s failed (will try again): %s", what, error)
+            self._failing = error
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            if self.tracker is not None:
+                self.tracker.failed(error)
+            return None
+        self._failing = None
+        if self.tracker is not None:
+            self.tracker.ok()
+        return result

@@ -40,7 +40,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import psutil
-import psycopg
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import bootsteps
@@ -48,12 +47,13 @@ from celery.worker.request import Request
 from celery.worker.state import active_requests
 
 from etl_worker import deaths, health, memory, sweeper
-from etl_worker.audit import Audit, lease_owner
+from etl_worker.audit import lease_owner
 from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings
-from etl_worker.db import connect, first_line
+from etl_worker.db import first_line
 from etl_worker.errors import traceback_last_line
 from etl_worker.partition import PartitionKey
+from etl_worker.reconnect import ThreadConnection
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class Supervisor:
         tick = min(SAMPLE_SECONDS, renew_every)
         # Gives up on a silent database within half a lease at most, in time to reconnect
         # and renew before the leases lapse (network.py).
-        keeper = _Connection(
+        keeper = ThreadConnection(
             self.settings, self.settings.heartbeat_network_timeout, tracker=self.health
         )
         next_renewal = next_probe = 0.0
@@ -268,7 +268,7 @@ class Supervisor:
                 self._pool[pid] = replace(known, attempt=running.get(pid), rss_bytes=sampled)
         return attempts
 
-    def _renew(self, keeper: _Connection, attempts: list[Attempt]) -> None:
+    def _renew(self, keeper: ThreadConnection, attempts: list[Attempt]) -> None:
         if not attempts:
             return
         leases = [(a.part_id, a.owner) for a in attempts]
@@ -292,7 +292,7 @@ class Supervisor:
                 )
         self._missed = missed
 
-    def _record(self, keeper: _Connection, record: _Record) -> None:
+    def _record(self, keeper: ThreadConnection, record: _Record) -> None:
         attempt, death = record.attempt, record.death
         try:
             recorded = keeper.run(
@@ -315,7 +315,7 @@ class Supervisor:
     def _sweep(self) -> None:
         by = f"{self.nodename} (pid {os.getpid()})"
         app = make_app(self.settings)
-        sweeping = _Connection(self.settings, self.settings.network_timeout)
+        sweeping = ThreadConnection(self.settings, self.settings.network_timeout)
         while not self._stopping.wait(self.settings.sweep_interval / 4):
             sweeping.run(
                 "sweep",
@@ -323,48 +323,6 @@ class Supervisor:
                     self.settings, audit.conn, by=by, app=app
                 ),
             )
-
-
-class _Connection:
-    """One thread's own database connection, opened when first needed and again after a
-    failure (the database restarting must not end the thread)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        network_timeout: float,
-        *,
-        tracker: health.DatabaseHealth | None = None,
-    ) -> None:
-        self.settings = settings
-        self.network_timeout = network_timeout
-        #: Told of every success and failure (the keeper's connection: the worker's health).
-        self.tracker = tracker
-        self._conn: psycopg.Connection | None = None
-        self._failing: str | None = None
-
-    def run(self, what: str, action: Callable[[Audit], Any]) -> Any:
-        """`action`'s result; None (the failure logged as `what` failed) when it failed. A
-        failure that repeats itself is logged once, until something else happens."""
-        try:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                url = self.settings.database_url
-                self._conn = connect(url, network_timeout=self.network_timeout)
-            result = action(Audit(self._conn, self.settings.audit_schema))
-        except Exception as exc:
-            line = f"{what} failed (will try again): {first_line(exc)}"
-            log.log(logging.DEBUG if line == self._failing else logging.WARNING, "%s", line)
-            self._failing = line
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            if self.tracker is not None:
-                self.tracker.failed(first_line(exc))
-            return None
-        self._failing = None
-        if self.tracker is not None:
-            self.tracker.ok()
-        return result
 
 
 def _active_requests() -> list[Any]:
