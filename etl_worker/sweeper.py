@@ -140,7 +140,7 @@ def still_queued(app: Celery, waiting: Mapping[str, set[str]]) -> set[str]:
     """Of the task ids waiting in each queue (queue name -> ids), those whose message the
     broker still holds: `etl-enqueue --resume` sends those no second time. Redis answers
     per message (`broker_task_ids`); another broker gets its own form here."""
-    if not waiting:
+    if not any(waiting.values()):
         return set()
     present = broker_task_ids(app, waiting)
     return {t for ids in waiting.values() for t in ids if t in present}
