@@ -193,6 +193,11 @@ class Audit:
         ).fetchall()
         return [QueuedPartition(*r) for r in rows]
 
+    def resume_candidates(self, run_id: str) -> list[tuple[int, str, str, bool]]:
+        """(part id, state, task id, lease still live) of the run's unfinished partitions."""
+        rows = self.conn.execute(self._q("resume_candidates"), {"run_id": run_id}).fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2]), bool(r[3])) for r in rows]
+
     # -- partitions: sweeper side ----------------------------------------------------------
 
     def requeue_expired_leases(self, run_id: str | None) -> list[tuple[str, QueuedPartition]]:
@@ -345,6 +350,10 @@ class Audit:
         return self.conn.execute(self._q("take_sweep_turn"), params).fetchone() is not None
 
     # -- reading ---------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """A round trip: the database answers (a worker's health check)."""
+        self.conn.execute(self._q("ping")).fetchone()
 
     def partitions(self, run_id: str) -> list[dict[str, Any]]:
         cur = self.conn.execute(self._q("run_partitions"), {"run_id": run_id})

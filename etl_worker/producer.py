@@ -67,6 +67,8 @@ class Enqueued:
     warnings: tuple[str, ...] = ()
     #: With --delete-vanished: what was removed from the target.
     vanished: Vanished | None = None
+    #: What the command says besides the count (a resume: what it did not send again).
+    notes: tuple[str, ...] = ()
 
 
 #: Messages per Redis pipeline flush when enqueueing.
@@ -416,8 +418,16 @@ def enqueue_run(
 
 
 def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) -> Enqueued:
-    """Send again every partition of `run_id` that did not finish, with the run's own
-    tables and transform (whatever the current settings say)."""
+    """Send again every partition of `run_id` that did not finish and is not on its way,
+    with the run's own tables and transform (whatever the current settings say).
+
+    On its way: a waiting partition whose message the broker still holds, a started one
+    whose attempt still renews its lease. Sending those again would only make duplicate
+    deliveries (and take the lease from a running attempt): a resume of a run that is
+    still going sends what failed or was lost, nothing else."""
+    # sweeper imports this module; it alone knows how to look for a message in the broker.
+    from etl_worker.sweeper import still_queued
+
     with connect(settings.database_url) as conn:
         audit = Audit(conn, settings.audit_schema)
         spec = audit.get_run(run_id)  # RunNotFound with a clear message
@@ -430,9 +440,20 @@ def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) ->
         # snapshot is gone, or goes when that producer ends.
         loaded = load_checked(spec.transform, allowed_modules(settings.transform_modules))
         audit.resume_run_guards(run_id, loaded.fingerprint)
-        parts = audit.requeue_unfinished(run_id)
+        candidates = audit.resume_candidates(run_id)
+        running = {p for p, _, _, live in candidates if live}
+        waiting = {t for _, state, t, _ in candidates if state in ("queued", "retrying")}
+        queued = still_queued(app, {settings.queue: waiting})
+        send = [p for p, _, t, live in candidates if not live and t not in queued]
+        parts = audit.requeue_unfinished(run_id, send) if send else []
         seconds = send_tasks(app, settings, run_id, parts)
-    return Enqueued(run_id, len(parts), seconds, resumed=True)
+    notes: tuple[str, ...] = ()
+    if queued or running:
+        notes = (
+            f"not sent again: {len(queued):,} partition(s) whose message is still queued, "
+            f"{len(running):,} running — the run is still going",
+        )
+    return Enqueued(run_id, len(parts), seconds, resumed=True, notes=notes)
 
 
 def describe(result: Enqueued) -> dict[str, Any]:

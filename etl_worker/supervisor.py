@@ -14,6 +14,9 @@ loop: two daemon threads, each with its own database connection, do the work.
   ETL_LEASE_SECONDS / 4, samples the pool processes' memory every second, and records
   deaths the event loop hands it. It keeps going through a warm shutdown, while the pool
   drains, until the process exits.
+- The keeper also checks every health.PROBE_SECONDS that the database answers, and keeps
+  the answer (`health`): the worker hands it out with Celery's `stats` reply, so a worker
+  that cannot reach its database still says why over the broker (health.py).
 - The sweeper tries for the fleet's sweep turn every ETL_SWEEP_INTERVAL / 4; about one
   worker per interval gets it (`sweeper.take_turn_and_sweep`), so a dead node's partitions
   are sent again within ETL_LEASE_SECONDS + ETL_SWEEP_INTERVAL with no process besides
@@ -37,20 +40,20 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import psutil
-import psycopg
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import bootsteps
 from celery.worker.request import Request
 from celery.worker.state import active_requests
 
-from etl_worker import deaths, memory, sweeper
-from etl_worker.audit import Audit, lease_owner
+from etl_worker import deaths, health, memory, sweeper
+from etl_worker.audit import lease_owner
 from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings
-from etl_worker.db import connect, first_line
+from etl_worker.db import first_line
 from etl_worker.errors import traceback_last_line
 from etl_worker.partition import PartitionKey
+from etl_worker.reconnect import ThreadConnection
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,8 @@ class Supervisor:
         self._oom_kills = deaths.OomKills()
         self._memory_limit = memory.cgroup_limit()
         self._stopping = threading.Event()
+        #: Whether the database answered the keeper's last check (health.py).
+        self.health = health.DatabaseHealth()
         #: Owners whose lease the last renewal did not find, and those already warned of.
         self._missed: set[str] = set()
         self._lost: set[str] = set()
@@ -223,8 +228,10 @@ class Supervisor:
         tick = min(SAMPLE_SECONDS, renew_every)
         # Gives up on a silent database within half a lease at most, in time to reconnect
         # and renew before the leases lapse (network.py).
-        keeper = _Connection(self.settings, self.settings.heartbeat_network_timeout)
-        next_renewal = 0.0
+        keeper = ThreadConnection(
+            self.settings, self.settings.heartbeat_network_timeout, tracker=self.health
+        )
+        next_renewal = next_probe = 0.0
         while True:
             try:
                 self._record(keeper, self._records.get(timeout=tick))
@@ -236,6 +243,9 @@ class Supervisor:
                 if time.monotonic() >= next_renewal:
                     next_renewal = time.monotonic() + renew_every
                     self._renew(keeper, attempts)
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + health.PROBE_SECONDS
+                    keeper.run("database check", lambda audit: audit.ping())
             except Exception as exc:  # the keeper must outlive any one failure
                 log.warning("lease keeper: %s", first_line(exc))
 
@@ -258,7 +268,7 @@ class Supervisor:
                 self._pool[pid] = replace(known, attempt=running.get(pid), rss_bytes=sampled)
         return attempts
 
-    def _renew(self, keeper: _Connection, attempts: list[Attempt]) -> None:
+    def _renew(self, keeper: ThreadConnection, attempts: list[Attempt]) -> None:
         if not attempts:
             return
         leases = [(a.part_id, a.owner) for a in attempts]
@@ -282,7 +292,7 @@ class Supervisor:
                 )
         self._missed = missed
 
-    def _record(self, keeper: _Connection, record: _Record) -> None:
+    def _record(self, keeper: ThreadConnection, record: _Record) -> None:
         attempt, death = record.attempt, record.death
         try:
             recorded = keeper.run(
@@ -305,7 +315,7 @@ class Supervisor:
     def _sweep(self) -> None:
         by = f"{self.nodename} (pid {os.getpid()})"
         app = make_app(self.settings)
-        sweeping = _Connection(self.settings, self.settings.network_timeout)
+        sweeping = ThreadConnection(self.settings, self.settings.network_timeout)
         while not self._stopping.wait(self.settings.sweep_interval / 4):
             sweeping.run(
                 "sweep",
@@ -313,36 +323,6 @@ class Supervisor:
                     self.settings, audit.conn, by=by, app=app
                 ),
             )
-
-
-class _Connection:
-    """One thread's own database connection, opened when first needed and again after a
-    failure (the database restarting must not end the thread)."""
-
-    def __init__(self, settings: Settings, network_timeout: float) -> None:
-        self.settings = settings
-        self.network_timeout = network_timeout
-        self._conn: psycopg.Connection | None = None
-        self._failing: str | None = None
-
-    def run(self, what: str, action: Callable[[Audit], Any]) -> Any:
-        """`action`'s result; None (the failure logged as `what` failed) when it failed. A
-        failure that repeats itself is logged once, until something else happens."""
-        try:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                url = self.settings.database_url
-                self._conn = connect(url, network_timeout=self.network_timeout)
-            result = action(Audit(self._conn, self.settings.audit_schema))
-        except Exception as exc:
-            line = f"{what} failed (will try again): {first_line(exc)}"
-            log.log(logging.DEBUG if line == self._failing else logging.WARNING, "%s", line)
-            self._failing = line
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            return None
-        self._failing = None
-        return result
 
 
 def _active_requests() -> list[Any]:
@@ -396,6 +376,16 @@ class SupervisorStep(bootsteps.StartStopStep):
         global _running
         _running = Supervisor(self.settings or Settings.load(), worker.hostname)
         return _running
+
+    def info(self, worker: Any) -> dict[str, Any]:
+        """This worker's part of Celery's `stats` reply (what `etl-status`, `--wait` and
+        Flower read): the queues it consumes and whether its database answers."""
+        if _running is None:
+            return {}
+        consumer = getattr(worker, "consumer", None)
+        task_consumer = getattr(consumer, "task_consumer", None)
+        queues = [q.name for q in getattr(task_consumer, "queues", None) or ()]
+        return {health.STATS_KEY: _running.health.report(queues)}
 
 
 def step_for(settings: Settings) -> type[SupervisorStep]:

@@ -46,7 +46,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,16 @@ def broker_task_ids(app: Celery, queues: Iterable[str]) -> set[str]:
                 ids |= _list_ids(client, prefix + channel._q_for_pri(queue, priority))
         ids |= _unacked_ids(client, unacked)
     return ids
+
+
+def still_queued(app: Celery, waiting: Mapping[str, set[str]]) -> set[str]:
+    """Of the task ids waiting in each queue (queue name -> ids), those whose message the
+    broker still holds: `etl-enqueue --resume` sends those no second time. Redis answers
+    per message (`broker_task_ids`); another broker gets its own form here."""
+    if not any(waiting.values()):
+        return set()
+    present = broker_task_ids(app, waiting)
+    return {t for ids in waiting.values() for t in ids if t in present}
 
 
 def _task_id(raw: bytes | str) -> str | None:
@@ -274,6 +284,7 @@ class PeriodicSweep:
         self.report = report
         self._app = app
         self._last = float("-inf")
+        self._failing: str | None = None
 
     @property
     def app(self) -> Celery:
@@ -291,8 +302,12 @@ class PeriodicSweep:
             with connect(url, network_timeout=timeout) as conn:
                 result = sweep(self.settings, conn, run_id=self.run_id, app=self.app)
         except Exception as exc:  # broker or database blip: the next sweep tries again
-            log.warning("sweep failed (will retry): %s", first_line(exc))
+            # Said once, not once a sweep, while the same outage lasts.
+            line = f"sweep failed (will retry): {first_line(exc)}"
+            log.log(logging.DEBUG if line == self._failing else logging.WARNING, "%s", line)
+            self._failing = line
             return None
+        self._failing = None
         if self.report is not None:
             self.report(result)
         return result

@@ -13,6 +13,8 @@ import click
 from etl_worker.audit import Audit
 from etl_worker.config import Settings, env_var
 from etl_worker.errors import EtlError, RunNotFound
+from etl_worker.reporting.progress import wait_and_sweep
+from etl_worker.reporting.status import RunStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,3 +84,17 @@ def run_or_latest(audit: Audit, run_id: str | None) -> str:
     if latest is None:
         raise RunNotFound("no runs in the audit table yet — start one with etl-enqueue")
     return latest
+
+
+def wait_for(settings: Settings, run_id: str) -> RunStatus:
+    """`--wait`: follow the run to its end, sweeping it. Ctrl-C stops only the waiting (the
+    run goes on in the workers) and says how to come back to it."""
+    try:
+        return wait_and_sweep(settings, run_id)
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted: run {run_id} goes on without this command — follow it again "
+            f"with: etl-status {run_id} --wait",
+            err=True,
+        )
+        sys.exit(130)

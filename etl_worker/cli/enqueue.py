@@ -9,16 +9,16 @@ from contextlib import ExitStack
 import click
 
 from etl_worker import defaults, producer
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import handle_errors, load_settings, setting_options, wait_for
 from etl_worker.config import Settings, env_var
 from etl_worker.reporting import testmode
-from etl_worker.reporting.progress import wait_and_sweep
-from etl_worker.reporting.status import format_status
+from etl_worker.reporting.status import RunStatus, format_status
 from etl_worker.reporting.verify import format_diff
 from etl_worker.snapshot import ExportedSnapshot
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("attach_run", metavar="[RUN_ID]", required=False)
 @click.option("--all-zips", is_flag=True, help="Every distinct value of the partition column.")
 @click.option("--zips", help="Comma-separated partition values, e.g. 10016,10017.")
 @click.option("--zip-table", help="Take the partition values from this table's partition column.")
@@ -89,7 +89,10 @@ from etl_worker.snapshot import ExportedSnapshot
     help="With --all-zips: first delete the target rows whose zip is no longer in the raw table.",
 )
 @click.option(
-    "--wait", is_flag=True, help="Show progress until the run ends; exit 1 if any partition failed."
+    "--wait",
+    is_flag=True,
+    help="Show progress until the run ends, sweeping it; exit 1 if any partition failed. "
+    "With RUN_ID alone: follow that run again (after Ctrl-C), enqueueing nothing.",
 )
 @click.option(
     "--json",
@@ -100,6 +103,7 @@ from etl_worker.snapshot import ExportedSnapshot
 @setting_options()
 @handle_errors
 def main(
+    attach_run: str | None,
     all_zips: bool,
     zips: str | None,
     zip_table: str | None,
@@ -120,7 +124,8 @@ def main(
 ) -> None:
     """Enqueue one Celery task per partition (zip code) of the raw table.
 
-    Prints the run id alone on the first line of stdout.
+    Prints the run id alone on the first line of stdout. `etl-enqueue --wait RUN_ID`
+    follows a run already enqueued, as `etl-status RUN_ID --wait` does.
     """
     settings = load_settings(
         dry_run=dry_run,
@@ -133,6 +138,16 @@ def main(
         **overrides,
     )
     chosen = [all_zips, zips is not None, zip_table is not None, resume_run is not None]
+    if attach_run is not None:
+        if not wait or any(chosen) or settings.test_mode:
+            raise click.UsageError(
+                "RUN_ID alone follows a run: etl-enqueue --wait RUN_ID (to send its unfinished "
+                "partitions again: etl-enqueue --resume RUN_ID)"
+            )
+        click.echo(attach_run)
+        if _report(wait_for(settings, attach_run), as_json):
+            sys.exit(1)
+        return
     if sum(chosen) + settings.test_mode != 1:
         raise click.UsageError(
             "choose exactly one of --all-zips, --zips, --zip-table, --resume, --test"
@@ -209,14 +224,22 @@ def _enqueue_and_wait(
             f"zips no longer in {settings.raw_table}",
             err=True,
         )
+    for note in result.notes:
+        click.echo(note, err=True)
     if not (wait or comparison):
         return
-    status = wait_and_sweep(settings, result.run_id)
-    click.echo(json.dumps(status.as_json(), default=str) if as_json else format_status(status))
-    failed = status.failed > 0
+    status = wait_for(settings, result.run_id)
+    failed = _report(status, as_json)
     if comparison is not None:
         diff = testmode.verify_test_run(settings, comparison)
         click.echo(json.dumps(diff.as_json()) if as_json else format_diff(diff))
         failed = failed or not diff.matches
     if failed:
         sys.exit(1)
+
+
+def _report(status: RunStatus, as_json: bool) -> bool:
+    """Print the run's final status; True when a partition failed (exit 1, unless the
+    caller has more to print first)."""
+    click.echo(json.dumps(status.as_json(), default=str) if as_json else format_status(status))
+    return status.failed > 0

@@ -3,39 +3,88 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from datetime import datetime
 
 import click
 
-from etl_worker.audit import Audit
-from etl_worker.cli.common import handle_errors, load_settings, run_or_latest, setting_options
-from etl_worker.db import connect
+from etl_worker.celery_app import make_app
+from etl_worker.cli.common import (
+    handle_errors,
+    load_settings,
+    run_or_latest,
+    setting_options,
+    wait_for,
+)
+from etl_worker.producer import run_queue
+from etl_worker.reconnect import PatientAudit
+from etl_worker.reporting.stalls import ASK_EVERY_SECONDS, fleet_problems
 from etl_worker.reporting.status import format_status, run_status
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until the run ends.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Refresh every --interval seconds until the run ends; exit 1 if any partition failed.",
+)
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
-@setting_options("database_url")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Follow the run with a progress bar and sweep it, as etl-enqueue --wait does "
+    "(re-attach after Ctrl-C); exit 1 if any partition failed.",
+)
+@setting_options("database_url", "broker_url")
 @handle_errors
 def main(
-    run_id: str | None, as_json: bool, watch: bool, interval: float, **overrides: str | None
+    run_id: str | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    wait: bool,
+    **overrides: str | None,
 ) -> None:
-    """Report RUN_ID (default: the latest run)."""
+    """Report RUN_ID (default: the latest run). A run that is not complete also shows what
+    its workers say stops it (no worker on its queue, a database they cannot reach)."""
     settings = load_settings(**overrides)
-    with connect(settings.database_url) as conn:
-        audit = Audit(conn, settings.audit_schema)
-        run_id = run_or_latest(audit, run_id)
+
+    def notice(line: str) -> None:
+        click.echo(f"{datetime.now():%H:%M:%S} {line}", err=True)
+
+    with PatientAudit(settings, notice) as audit:
+        run_id = audit.run(lambda a: run_or_latest(a, run_id))
+        spec = audit.run(lambda a: a.get_run(run_id))
+        if wait:
+            audit.close()
+            status = wait_for(settings, run_id)
+            click.echo(
+                json.dumps(status.as_json(), default=str) if as_json else format_status(status)
+            )
+            sys.exit(1 if status.failed else 0)
+        queue = run_queue(spec, settings)
+        app = make_app(settings)
+        fleet: list[str] = []
+        asked = float("-inf")
         while True:
-            status = run_status(audit, run_id)
+            status = audit.run(lambda a: run_status(a, run_id))
+            if status.complete:
+                fleet = []
+            elif time.monotonic() - asked >= ASK_EVERY_SECONDS:
+                fleet, asked = fleet_problems(app, queue), time.monotonic()
             if as_json:
-                click.echo(json.dumps(status.as_json(), default=str))
+                click.echo(json.dumps(status.as_json() | {"fleet": fleet}, default=str))
             else:
                 if watch:
                     click.clear()
                 click.echo(format_status(status))
-            if not watch or status.complete:
+                for line in fleet:
+                    click.echo(f"fleet      {line}")
+            if not watch:
                 break
+            if status.complete:
+                sys.exit(1 if status.failed else 0)
             time.sleep(interval)

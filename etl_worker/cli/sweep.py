@@ -9,8 +9,9 @@ import click
 
 from etl_worker.audit import Audit
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
-from etl_worker.config import Settings, env_var
+from etl_worker.config import env_var
 from etl_worker.db import connect
+from etl_worker.reconnect import PatientAudit
 from etl_worker.reporting.status import run_status
 from etl_worker.sweeper import PeriodicSweep, SweepResult, sweep
 
@@ -48,19 +49,24 @@ def main(run_id: str | None, watch: bool, interval: float | None, **overrides: s
             )
         return
     periodic = PeriodicSweep(settings, run_id, report=_print)
-    while True:
-        periodic()
-        if run_id is not None and _complete(settings, run_id):
-            return
-        time.sleep(settings.sweep_interval)
+    # The database restarting is waited out with a notice (reconnect.py): on one node this
+    # may be the only sweeper, and the run goes on.
+    with PatientAudit(settings, _notice) as audit:
+        while True:
+            periodic()
+            if run_id is not None and audit.run(lambda a: _complete(a, run_id)):
+                return
+            time.sleep(settings.sweep_interval)
 
 
 def _print(result: SweepResult) -> None:
-    stamp = datetime.now().strftime("%H:%M:%S")
     for line in result.lines():
-        click.echo(f"{stamp} {line}")
+        _notice(line)
 
 
-def _complete(settings: Settings, run_id: str) -> bool:
-    with connect(settings.database_url) as conn:
-        return run_status(Audit(conn, settings.audit_schema), run_id, details=False).complete
+def _notice(line: str) -> None:
+    click.echo(f"{datetime.now():%H:%M:%S} {line}")
+
+
+def _complete(audit: Audit, run_id: str) -> bool:
+    return run_status(audit, run_id, details=False).complete

@@ -33,6 +33,15 @@ WHERE run_id = %(run_id)s AND state <> 'finished'
   AND (%(part_ids)s::bigint[] IS NULL OR part_id = ANY(%(part_ids)s::bigint[]))
 RETURNING part_id, part_key, task_id, split_lo, split_hi;
 
+-- name: resume_candidates
+-- For --resume: the partitions of a run that did not finish, with what tells one still on
+-- its way (a waiting one whose message the broker holds, a started one with a live lease)
+-- from one that nothing will deliver again.
+SELECT part_id, state::text, task_id,
+       coalesce(state = 'started' AND lease_expires_at > now(), false)
+FROM {schema}.partitions
+WHERE run_id = %(run_id)s AND state <> 'finished';
+
 -- name: requeue_expired_leases
 -- The sweeper's fast path: an attempt whose lease ran out was not renewed by its heartbeat,
 -- so its worker is dead (node terminated, process killed) or gave the attempt up. Send the partition again with a
@@ -193,6 +202,10 @@ WHERE part_id = %(part_id)s AND state <> 'finished';
 UPDATE {schema}.partitions
 SET lease_expires_at = now()
 WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started';
+
+-- name: ping
+-- A worker's main process checks that its database answers (health.py).
+SELECT 1;
 
 -- name: run_partitions
 SELECT part_id, part_key, split_lo, split_hi, state::text, attempts, retries, task_id, worker,
