@@ -122,6 +122,12 @@ class Audit:
     def _q(self, name: str) -> sql.Composed:
         return query(name, self.schema)
 
+    def require_schema(self) -> Audit:
+        """This audit, once it is known to exist (`AuditSchemaMissing` otherwise): readers
+        on a fresh database get one line saying what to run, not an UndefinedTable."""
+        migrations.require_schema(self.conn, self.schema)
+        return self
+
     def ensure_schema(self) -> list[migrations.Migration]:
         """Bring the audit schema to this code's version; returns the migrations applied."""
         return migrations.migrate(self.conn, self.schema)

@@ -50,6 +50,7 @@ from etl_worker.load import target_schema, to_arrow
 from etl_worker.partition import key_text
 from etl_worker.splits import Split, plan_splits, rows_per_partition, split_column
 from etl_worker.transforms import load_transform
+from etl_worker.urls import broker_name
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +219,8 @@ def send_tasks(
     except (KombuOperationalError, RedisError, OSError) as exc:
         raise ServiceUnavailable(
             f"the broker at {redact_url(settings.broker_url)} failed while enqueueing run "
-            f"{run_id} ({first_line(exc)}); its partitions are recorded — when Redis is "
-            f"back: etl-enqueue --resume {run_id}"
+            f"{run_id} ({first_line(exc)}); its partitions are recorded — when "
+            f"{broker_name(settings.broker_url)} is back: etl-enqueue --resume {run_id}"
         ) from exc
     return time.perf_counter() - started
 
@@ -232,7 +233,8 @@ def check_broker(app: Celery, settings: Settings) -> None:
     except (KombuOperationalError, OSError) as exc:
         raise ServiceUnavailable(
             f"cannot connect to the broker at {redact_url(settings.broker_url)}: "
-            f"{first_line(exc)} — check ETL_BROKER_URL and that Redis is running"
+            f"{first_line(exc)} — check ETL_BROKER_URL and that "
+            f"{broker_name(settings.broker_url)} is running"
         ) from exc
 
 

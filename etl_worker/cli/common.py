@@ -56,6 +56,33 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings.load(**overrides)
 
 
+class EtlCommand(click.Command):
+    """A click command whose usage errors are one line, like every other error: what is
+    wrong and where the help is (click's own take four lines, the usage first)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            name = exc.ctx.command_path if exc.ctx else self.name
+            click.echo(f"error: {exc.format_message().rstrip('.')} — see {name} --help", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+#: What every command passes to @click.command.
+COMMAND: dict[str, Any] = {
+    "cls": EtlCommand,
+    "context_settings": {"help_option_names": ["-h", "--help"]},
+}
+
+
 def handle_errors(func: F) -> F:
     """Print an EtlError as one line on stderr and exit 1; no traceback for expected errors."""
 

@@ -8,7 +8,7 @@ import sys
 import click
 
 from etl_worker import defaults, producer
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.reporting import testmode
 from etl_worker.reporting.progress import wait_and_sweep
@@ -16,7 +16,7 @@ from etl_worker.reporting.status import format_status
 from etl_worker.reporting.verify import format_diff
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.option("--all-zips", is_flag=True, help="Every distinct value of the partition column.")
 @click.option("--zips", help="Comma-separated partition values, e.g. 10016,10017.")
 @click.option("--zip-table", help="Take the partition values from this table's partition column.")

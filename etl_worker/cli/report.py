@@ -7,12 +7,18 @@ from pathlib import Path
 import click
 
 from etl_worker.audit import Audit
-from etl_worker.cli.common import handle_errors, load_settings, run_or_latest, setting_options
+from etl_worker.cli.common import (
+    COMMAND,
+    handle_errors,
+    load_settings,
+    run_or_latest,
+    setting_options,
+)
 from etl_worker.db import connect
 from etl_worker.reporting.report import write_report
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.argument("run_id", required=False)
 @click.option(
     "--html",
@@ -27,7 +33,7 @@ def main(run_id: str | None, html_path: Path | None, **overrides: str | None) ->
     throughput over time, rows per zip, duration vs rows, memory per zip, and the failures."""
     settings = load_settings(**overrides)
     with connect(settings.database_url) as conn:
-        audit = Audit(conn, settings.audit_schema)
+        audit = Audit(conn, settings.audit_schema).require_schema()
         run_id = run_or_latest(audit, run_id)
         path = html_path or Path(f"report-{run_id}.html")
         report = write_report(audit, run_id, path)

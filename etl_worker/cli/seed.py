@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.devtools.seed import (
     DEFAULT_ROWS,
@@ -17,7 +17,7 @@ from etl_worker.devtools.seed import (
 )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.option(
     "--rows",
     type=click.IntRange(min=0),

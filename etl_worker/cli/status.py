@@ -8,12 +8,18 @@ import time
 import click
 
 from etl_worker.audit import Audit
-from etl_worker.cli.common import handle_errors, load_settings, run_or_latest, setting_options
+from etl_worker.cli.common import (
+    COMMAND,
+    handle_errors,
+    load_settings,
+    run_or_latest,
+    setting_options,
+)
 from etl_worker.db import connect
 from etl_worker.reporting.status import format_status, run_status
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh every --interval seconds until the run ends.")
@@ -26,7 +32,7 @@ def main(
     """Report RUN_ID (default: the latest run)."""
     settings = load_settings(**overrides)
     with connect(settings.database_url) as conn:
-        audit = Audit(conn, settings.audit_schema)
+        audit = Audit(conn, settings.audit_schema).require_schema()
         run_id = run_or_latest(audit, run_id)
         while True:
             status = run_status(audit, run_id)
