@@ -99,3 +99,8 @@ def eat_memory_on_marked_zips(df: pd.DataFrame) -> pd.DataFrame:
         while True:
             hog.append(bytearray(32 * 1024**2))  # zero-filled: every page is touched
     return df
+
+
+def forget_to_return(df: pd.DataFrame) -> None:
+    """A transform that edits its frame and forgets `return df` (a new user's mistake)."""
+    df["notes"] = df["notes"]
