@@ -363,6 +363,17 @@ class Audit:
         assert row is not None  # an aggregate always returns a row
         return tuple(row)
 
+    def working_seconds(self, run_id: str, gap: float) -> float:
+        """Seconds the run's partitions were worked on (idle gaps over `gap` left out)."""
+        params = {"run_id": run_id, "gap": gap}
+        row = self.conn.execute(self._q("run_working_seconds"), params).fetchone()
+        return float(row[0]) if row and row[0] is not None else 0.0
+
+    def recent_runs(self, limit: int) -> list[tuple[Any, ...]]:
+        """(run id, raw, target, transform, mode, created, partitions, finished, failed,
+        started, rows written) of the latest `limit` runs, newest first."""
+        return [tuple(r) for r in self.conn.execute(self._q("recent_runs"), {"limit": limit})]
+
     def failures(self, run_id: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.conn.execute(self._q("run_failures"), {"run_id": run_id})]
 

@@ -81,7 +81,8 @@ from etl_worker.reporting.verify import format_diff
     "--json",
     "as_json",
     is_flag=True,
-    help="With --wait, print the final status as JSON (with --test, then the diff as JSON).",
+    help="With --wait (or --test): print only the final status, as one JSON document on "
+    'stdout (with --test, the comparison under "test"); the run id goes to stderr.',
 )
 @setting_options()
 @handle_errors
@@ -104,7 +105,7 @@ def main(
 ) -> None:
     """Enqueue one Celery task per partition (zip code) of the raw table.
 
-    Prints the run id alone on the first line of stdout.
+    Prints the run id alone on the first line of stdout (with --json, on stderr).
     """
     settings = load_settings(
         dry_run=dry_run,
@@ -116,6 +117,12 @@ def main(
         split_column=split_column,
         **overrides,
     )
+    if as_json and not (wait or settings.test_mode):
+        raise click.UsageError("--json prints the final status: it needs --wait (or --test)")
+    test_only = {"--truth-table": truth_table, "--sample-table": sample_table, "--key": key_column}
+    given = [flag for flag, value in test_only.items() if value is not None]
+    if given and not settings.test_mode:
+        raise click.UsageError(f"{', '.join(given)} only means something with --test")
     chosen = [all_zips, zips is not None, zip_table is not None, resume_run is not None]
     if sum(chosen) + settings.test_mode != 1:
         raise click.UsageError(
@@ -136,7 +143,8 @@ def main(
         result = producer.enqueue_run(
             settings, zips=selected, zip_table=zip_table, create_index=create_index
         )
-    click.echo(result.run_id)
+    # With --json, stdout is one JSON document (the run id inside) for `| jq`.
+    click.echo(result.run_id, err=as_json)
     verb = "re-enqueued" if result.resumed else "enqueued"
     click.echo(
         f"{verb} {result.partitions:,} partitions in {result.seconds:.2f}s "
@@ -146,11 +154,17 @@ def main(
     if not (wait or comparison):
         return
     status = wait_and_sweep(settings, result.run_id)
-    click.echo(json.dumps(status.as_json(), default=str) if as_json else format_status(status))
+    document = status.as_json()
+    if not as_json:
+        click.echo(format_status(status))
     failed = status.failed > 0
     if comparison is not None:
         diff = testmode.verify_test_run(settings, comparison)
-        click.echo(json.dumps(diff.as_json()) if as_json else format_diff(diff))
+        document["test"] = diff.as_json()
+        if not as_json:
+            click.echo(format_diff(diff))
         failed = failed or not diff.matches
+    if as_json:
+        click.echo(json.dumps(document, default=str))
     if failed:
         sys.exit(1)

@@ -235,3 +235,43 @@ LIMIT %(limit)s;
 SELECT max(peak_rss_bytes)
 FROM {schema}.partitions
 WHERE run_id IN (SELECT run_id FROM {schema}.runs ORDER BY created_at DESC LIMIT %(runs)s);
+
+-- name: run_working_seconds
+-- Seconds the run's partitions were being worked on: the union of their attempts' spans
+-- (start to finish; to now while running), with gaps under %(gap)s seconds bridged (the
+-- moments between one task and the next). The idle hours between a run and its --resume
+-- are not in it, so throughput and elapsed after a resume measure work, not waiting.
+WITH spans AS (
+    SELECT started_at AS s,
+           CASE WHEN state = 'started' THEN now()
+                WHEN state IN ('finished', 'failed') THEN finished_at
+                ELSE heartbeat_at END AS e
+    FROM {schema}.partitions
+    WHERE run_id = %(run_id)s AND started_at IS NOT NULL
+), valid AS (
+    SELECT s, e FROM spans WHERE e >= s
+), marked AS (
+    SELECT s, e,
+           CASE WHEN s <= max(e) OVER (ORDER BY s, e ROWS BETWEEN UNBOUNDED PRECEDING
+                                                           AND 1 PRECEDING)
+                         + make_interval(secs => %(gap)s)
+                THEN 0 ELSE 1 END AS starts_island
+    FROM valid
+), islands AS (
+    SELECT s, e, sum(starts_island) OVER (ORDER BY s, e) AS island FROM marked
+)
+SELECT coalesce(sum(extract(epoch FROM island_end - island_start)), 0)::float8
+FROM (SELECT min(s) AS island_start, max(e) AS island_end FROM islands GROUP BY island) AS i;
+
+-- name: recent_runs
+-- The latest runs with their partition counts, for etl-status --list.
+SELECT r.run_id, r.raw_table, r.target_table, r.transform, r.mode, r.created_at,
+       count(p.part_id),
+       count(p.part_id) FILTER (WHERE p.state = 'finished'),
+       count(p.part_id) FILTER (WHERE p.state = 'failed'),
+       count(p.part_id) FILTER (WHERE p.state = 'started'),
+       coalesce(sum(p.rows_written), 0)
+FROM (SELECT * FROM {schema}.runs ORDER BY created_at DESC LIMIT %(limit)s) AS r
+LEFT JOIN {schema}.partitions AS p USING (run_id)
+GROUP BY r.run_id, r.raw_table, r.target_table, r.transform, r.mode, r.created_at
+ORDER BY r.created_at DESC;
