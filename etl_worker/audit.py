@@ -304,10 +304,16 @@ class Audit:
     def mark_retrying(self, part_id: int, error: str) -> None:
         self.conn.execute(self._q("mark_retrying"), {"part_id": part_id, "error": error})
 
-    def mark_failed(self, part_id: int, error: str, rows_read: int | None = None) -> None:
-        self.conn.execute(
-            self._q("mark_failed"), {"part_id": part_id, "error": error, "rows_read": rows_read}
-        )
+    def mark_failed(
+        self,
+        part_id: int,
+        error: str,
+        rows_read: int | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        """`error`: the one line shown and grouped; `traceback`: the whole of it, kept."""
+        params = {"part_id": part_id, "error": error, "rows_read": rows_read}
+        self.conn.execute(self._q("mark_failed"), params | {"traceback": traceback})
 
     def expire_lease(self, part_id: int, owner: str) -> None:
         """End an attempt that has no outcome: the partition is free to claim (or sweep)."""

@@ -103,10 +103,16 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
     )
     if details:
         grouped: dict[str, list[str]] = defaultdict(list)
-        for key, lo, hi, error, attempts in audit.failures(run_id):
+        for key, lo, hi, error, attempts, trace in audit.failures(run_id):
             label = partition_label(key, lo, hi)
             status.failures.append(
-                {"zip": key, "partition": label, "error": error, "attempts": attempts}
+                {
+                    "zip": key,
+                    "partition": label,
+                    "error": error,
+                    "attempts": attempts,
+                    "traceback": trace,
+                }
             )
             grouped[_error_kind(error or "", key, lo, hi)].append(label)
         # Biggest group first: the kind of error most partitions hit is the one to fix.

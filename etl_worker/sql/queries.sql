@@ -28,7 +28,8 @@ RETURNING part_id, part_key, task_id, split_lo, split_hi;
 -- with a fresh task id and a fresh attempt budget.
 UPDATE {schema}.partitions
 SET state = 'queued', attempts = 0, retries = 0, task_id = gen_random_uuid()::text,
-    lease_owner = NULL, lease_expires_at = NULL, queued_at = now(), error = NULL
+    lease_owner = NULL, lease_expires_at = NULL, queued_at = now(), error = NULL,
+    error_traceback = NULL
 WHERE run_id = %(run_id)s AND state <> 'finished'
   AND (%(part_ids)s::bigint[] IS NULL OR part_id = ANY(%(part_ids)s::bigint[]))
 RETURNING part_id, part_key, task_id, split_lo, split_hi;
@@ -166,7 +167,7 @@ SELECT state::text FROM {schema}.partitions WHERE part_id = %(part_id)s;
 -- name: mark_finished
 UPDATE {schema}.partitions
 SET state = 'finished', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-    error = NULL, rows_read = %(rows_read)s, rows_written = %(rows_written)s,
+    error = NULL, error_traceback = NULL, rows_read = %(rows_read)s, rows_written = %(rows_written)s,
     read_seconds = %(read_seconds)s, transform_seconds = %(transform_seconds)s,
     write_seconds = %(write_seconds)s, duration_seconds = %(duration_seconds)s,
     memory_before_bytes = %(memory_before_bytes)s, memory_after_bytes = %(memory_after_bytes)s,
@@ -182,7 +183,8 @@ WHERE part_id = %(part_id)s AND state NOT IN ('finished', 'failed');
 -- name: mark_failed
 UPDATE {schema}.partitions
 SET state = 'failed', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-    error = %(error)s, rows_read = coalesce(%(rows_read)s, rows_read)
+    error = %(error)s, error_traceback = %(traceback)s,
+    rows_read = coalesce(%(rows_read)s, rows_read)
 WHERE part_id = %(part_id)s AND state <> 'finished';
 
 -- name: expire_lease
@@ -216,7 +218,7 @@ SELECT min(started_at), max(finished_at), now(),
 FROM {schema}.partitions WHERE run_id = %(run_id)s;
 
 -- name: run_failures
-SELECT part_key, split_lo, split_hi, error, attempts
+SELECT part_key, split_lo, split_hi, error, attempts, error_traceback
 FROM {schema}.partitions
 WHERE run_id = %(run_id)s AND state = 'failed'
 ORDER BY part_key NULLS FIRST, split_lo;
