@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 
 from etl_worker.audit import Audit
 from etl_worker.config import Settings, env_var
+from etl_worker.db import connect
 from etl_worker.errors import EtlError, RunNotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,6 +101,14 @@ def handle_errors(func: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def reading_audit(settings: Settings) -> Iterator[Audit]:
+    """The audit of ETL_DATABASE_URL for a command that reads it (etl-status, etl-report,
+    etl-sweep): `AuditSchemaMissing` in one line on a fresh database."""
+    with connect(settings.database_url) as conn:
+        yield Audit(conn, settings.audit_schema).require_schema()
 
 
 def run_or_latest(audit: Audit, run_id: str | None) -> str:

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import click
 
-from etl_worker.audit import Audit
 from etl_worker.cli.common import (
     COMMAND,
     handle_errors,
     load_settings,
+    reading_audit,
     run_or_latest,
     setting_options,
 )
-from etl_worker.db import connect
 from etl_worker.reporting.report import write_report
 
 
@@ -32,8 +31,7 @@ def main(run_id: str | None, html_path: Path | None, **overrides: str | None) ->
     """Write RUN_ID's report (default: the latest run) as one self-contained HTML file:
     throughput over time, rows per zip, duration vs rows, memory per zip, and the failures."""
     settings = load_settings(**overrides)
-    with connect(settings.database_url) as conn:
-        audit = Audit(conn, settings.audit_schema).require_schema()
+    with reading_audit(settings) as audit:
         run_id = run_or_latest(audit, run_id)
         path = html_path or Path(f"report-{run_id}.html")
         report = write_report(audit, run_id, path)

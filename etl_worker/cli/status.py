@@ -7,15 +7,14 @@ import time
 
 import click
 
-from etl_worker.audit import Audit
 from etl_worker.cli.common import (
     COMMAND,
     handle_errors,
     load_settings,
+    reading_audit,
     run_or_latest,
     setting_options,
 )
-from etl_worker.db import connect
 from etl_worker.reporting.status import format_run_list, format_status, list_runs, run_status
 
 
@@ -48,8 +47,7 @@ def main(
     if list_runs_ and (run_id or watch):
         raise click.UsageError("--list shows every run: give no RUN_ID and no --watch")
     settings = load_settings(**overrides)
-    with connect(settings.database_url) as conn:
-        audit = Audit(conn, settings.audit_schema).require_schema()
+    with reading_audit(settings) as audit:
         if list_runs_:
             runs = list_runs(audit, limit)
             if as_json:

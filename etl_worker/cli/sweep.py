@@ -8,7 +8,13 @@ from datetime import datetime
 import click
 
 from etl_worker.audit import Audit
-from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
+from etl_worker.cli.common import (
+    COMMAND,
+    handle_errors,
+    load_settings,
+    reading_audit,
+    setting_options,
+)
 from etl_worker.config import Settings, env_var
 from etl_worker.db import connect
 from etl_worker.reporting.status import run_status
@@ -35,9 +41,8 @@ def main(run_id: str | None, watch: bool, interval: float | None, **overrides: s
     RUN_ID, until interrupted), and a failed sweep is reported and tried again.
     """
     settings = load_settings(sweep_interval=interval, **overrides)
-    with connect(settings.database_url) as conn:
-        # A fresh database: one line and exit 1, not a warning every interval forever.
-        audit = Audit(conn, settings.audit_schema).require_schema()
+    # A fresh database: one line and exit 1, not a warning every interval forever.
+    with reading_audit(settings) as audit:
         if run_id is not None:
             audit.get_run(run_id)  # RunNotFound, clearly
     if not watch:
