@@ -5,6 +5,7 @@ nothing a command must never destroy destroyed."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -114,3 +115,22 @@ def test_an_amqp_broker_that_does_not_answer_is_not_blamed_on_redis(stack: Stack
         assert result.returncode == 1
         line = error_line(result)
         assert "Redis" not in line and "RabbitMQ" in line, line
+
+
+def test_the_demo_reseeds_its_own_table_and_leaves_a_users_alone(
+    stack: Stack, tmp_path: Path
+) -> None:
+    demo = ["etl-demo", "--rows", "600", "--zips", "6", "--state-dir", str(tmp_path)]
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE mine (id int)")
+        conn.execute("INSERT INTO mine VALUES (1)")
+
+    refused = run_cli(*demo, env=stack.env | {"ETL_RAW_TABLE": "mine"}, timeout=300)
+
+    assert refused.returncode == 1
+    assert 'table "mine"' in refused.stderr and "not made by etl-seed" in refused.stderr
+    with psycopg.connect(stack.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM mine").fetchone() == (1,)
+    # A raw table an earlier seed (or demo) made is seeded again: ./dev demo runs twice.
+    run_cli("etl-seed", "--rows", "10", env=stack.env, check=True)
+    run_cli(*demo, env=stack.env, timeout=300, check=True)
