@@ -6,18 +6,11 @@ from pathlib import Path
 
 import click
 
-from etl_worker.cli.common import (
-    COMMAND,
-    handle_errors,
-    load_settings,
-    reading_audit,
-    run_or_latest,
-    setting_options,
-)
+from etl_worker.cli import common
 from etl_worker.reporting.report import write_report
 
 
-@click.command(**COMMAND)
+@click.command(**common.COMMAND)
 @click.argument("run_id", required=False)
 @click.option(
     "--html",
@@ -25,14 +18,14 @@ from etl_worker.reporting.report import write_report
     type=click.Path(dir_okay=False, path_type=Path),
     help="File to write [default: report-RUN_ID.html].",
 )
-@setting_options("database_url")
-@handle_errors
+@common.setting_options("database_url")
+@common.handle_errors
 def main(run_id: str | None, html_path: Path | None, **overrides: str | None) -> None:
     """Write RUN_ID's report (default: the latest run) as one self-contained HTML file:
     throughput over time, rows per zip, duration vs rows, memory per zip, and the failures."""
-    settings = load_settings(**overrides)
-    with reading_audit(settings) as audit:
-        run_id = run_or_latest(audit, run_id)
+    settings = common.load_settings(**overrides)
+    with common.reading_audit(settings) as audit:
+        run_id = common.run_or_latest(audit, run_id)
         path = html_path or Path(f"report-{run_id}.html")
         report = write_report(audit, run_id, path)
     click.echo(
