@@ -126,6 +126,12 @@ class Audit:
     def _q(self, name: str) -> sql.Composed:
         return query(name, self.schema)
 
+    def require_schema(self) -> Audit:
+        """This audit, once it is known to exist (`AuditSchemaMissing` otherwise): readers
+        on a fresh database get one line saying what to run, not an UndefinedTable."""
+        migrations.require_schema(self.conn, self.schema)
+        return self
+
     def ensure_schema(self) -> list[migrations.Migration]:
         """Bring the audit schema to this code's version; returns the migrations applied."""
         return migrations.migrate(self.conn, self.schema)
@@ -309,10 +315,16 @@ class Audit:
     def mark_retrying(self, part_id: int, error: str) -> None:
         self.conn.execute(self._q("mark_retrying"), {"part_id": part_id, "error": error})
 
-    def mark_failed(self, part_id: int, error: str, rows_read: int | None = None) -> None:
-        self.conn.execute(
-            self._q("mark_failed"), {"part_id": part_id, "error": error, "rows_read": rows_read}
-        )
+    def mark_failed(
+        self,
+        part_id: int,
+        error: str,
+        rows_read: int | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        """`error`: the one line shown and grouped; `traceback`: the whole of it, kept."""
+        params = {"part_id": part_id, "error": error, "rows_read": rows_read}
+        self.conn.execute(self._q("mark_failed"), params | {"traceback": traceback})
 
     def expire_lease(self, part_id: int, owner: str) -> None:
         """End an attempt that has no outcome: the partition is free to claim (or sweep)."""
@@ -371,6 +383,17 @@ class Audit:
         row = self.conn.execute(self._q("run_timing"), {"run_id": run_id}).fetchone()
         assert row is not None  # an aggregate always returns a row
         return tuple(row)
+
+    def working_seconds(self, run_id: str, gap: float) -> float:
+        """Seconds the run's partitions were worked on (idle gaps over `gap` left out)."""
+        params = {"run_id": run_id, "gap": gap}
+        row = self.conn.execute(self._q("run_working_seconds"), params).fetchone()
+        return float(row[0]) if row and row[0] is not None else 0.0
+
+    def recent_runs(self, limit: int) -> list[tuple[Any, ...]]:
+        """(run id, raw, target, transform, mode, created, partitions, finished, failed,
+        started, rows written) of the latest `limit` runs, newest first."""
+        return [tuple(r) for r in self.conn.execute(self._q("recent_runs"), {"limit": limit})]
 
     def failures(self, run_id: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.conn.execute(self._q("run_failures"), {"run_id": run_id})]

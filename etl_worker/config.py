@@ -17,7 +17,7 @@ from typing import Any
 from etl_worker import defaults
 from etl_worker.errors import ConfigError
 from etl_worker.units import parse_bytes
-from etl_worker.urls import check_database_url, check_userinfo
+from etl_worker.urls import check_broker_url, check_database_url, check_userinfo
 from etl_worker.urls import redact_url as redact_url  # callers import it from config
 
 ENV_PREFIX = "ETL_"
@@ -135,6 +135,7 @@ class Settings:
     def __post_init__(self) -> None:
         check_database_url(self.database_url, env_var("database_url"))
         check_userinfo(self.broker_url, env_var("broker_url"))
+        check_broker_url(self.broker_url, env_var("broker_url"))
         if self.visibility_timeout <= self.task_time_limit:
             raise ConfigError(
                 f"ETL_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed "

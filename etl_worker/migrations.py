@@ -98,11 +98,25 @@ def check_version(conn: psycopg.Connection, schema: str, who: str) -> int:
     in the message (e.g. 'etl-status')."""
     found = current_version(conn, schema)
     if found is None:
-        raise AuditSchemaMissing(
-            f'no audit schema "{schema}" in this database: nothing was enqueued here yet '
-            "(etl-enqueue creates it) — or check ETL_DATABASE_URL and ETL_AUDIT_SCHEMA"
-        )
+        raise schema_missing(conn, schema)
     return require_version(found, schema, who)
+
+
+def require_schema(conn: psycopg.Connection, schema: str) -> int:
+    """The audit schema's version; `AuditSchemaMissing` (one line: what to run) when the
+    database has none. For the commands that only read it (etl-status, etl-report,
+    etl-sweep): on a fresh database they have nothing to read, and say so."""
+    found = current_version(conn, schema)
+    if found is None:
+        raise schema_missing(conn, schema)
+    return found
+
+
+def schema_missing(conn: psycopg.Connection, schema: str) -> AuditSchemaMissing:
+    return AuditSchemaMissing(
+        f'no audit schema "{schema}" in database "{conn.info.dbname}": run etl-enqueue or '
+        "etl-migrate first — or check ETL_DATABASE_URL and ETL_AUDIT_SCHEMA"
+    )
 
 
 def require_version(found: int, schema: str, who: str) -> int:

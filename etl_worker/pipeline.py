@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -221,7 +222,9 @@ def _record_failure(
             f"partition {key.label}: still failing after {retries} retries: {error}"
         )
     message = str(error)
-    _safe(lambda: ctx.audit.mark_failed(part_id, message))
+    # The whole traceback (causes chained) is kept for etl-report; `error` stays one line.
+    detail = "".join(traceback.format_exception(exc))
+    _safe(lambda: ctx.audit.mark_failed(part_id, message, traceback=detail))
     log.error("partition %s failed: %s", key.label, message)
     if error is not exc:
         raise error from exc

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import psycopg
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -44,14 +45,16 @@ from etl_worker.errors import (
     SchemaMismatch,
     ServiceUnavailable,
     TableNotFound,
+    TransformError,
 )
 from etl_worker.fingerprint import allowed_modules, load_checked
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
-from etl_worker.partition import key_text
+from etl_worker.partition import key_text, partition_label
 from etl_worker.snapshot import ExportedSnapshot
 from etl_worker.splits import Split, plan_splits, rows_per_partition, split_column
 from etl_worker.transforms import load_transform
+from etl_worker.urls import broker_name
 from etl_worker.vanished import Vanished
 from etl_worker.vanished import delete_vanished as delete_vanished_rows
 
@@ -108,6 +111,12 @@ def check_transform_output(
         return (
             f"transform {spec.transform} could not run on an empty frame ({first_line(exc)}); "
             "its output columns will be checked per partition"
+        )
+    if not isinstance(output, pd.DataFrame):
+        raise TransformError(
+            f"transform {spec.transform} returned {type(output).__name__}, not a DataFrame, "
+            "on an empty frame of the raw table's columns — return the frame (a missing "
+            "`return df`?)"
         )
     try:
         to_arrow(output, schema)
@@ -228,8 +237,8 @@ def send_tasks(
     except (KombuOperationalError, RedisError, OSError) as exc:
         raise ServiceUnavailable(
             f"the broker at {redact_url(settings.broker_url)} failed while enqueueing run "
-            f"{run_id} ({first_line(exc)}); its partitions are recorded — when Redis is "
-            f"back: etl-enqueue --resume {run_id}"
+            f"{run_id} ({first_line(exc)}); its partitions are recorded — when "
+            f"{broker_name(settings.broker_url)} is back: etl-enqueue --resume {run_id}"
         ) from exc
     return time.perf_counter() - started
 
@@ -242,7 +251,8 @@ def check_broker(app: Celery, settings: Settings) -> None:
     except (KombuOperationalError, OSError) as exc:
         raise ServiceUnavailable(
             f"cannot connect to the broker at {redact_url(settings.broker_url)}: "
-            f"{first_line(exc)} — check ETL_BROKER_URL and that Redis is running"
+            f"{first_line(exc)} — check ETL_BROKER_URL and that "
+            f"{broker_name(settings.broker_url)} is running"
         ) from exc
 
 
@@ -307,7 +317,7 @@ def prepare(
             warnings.append(
                 f'raw table "{raw}" has no index on {column.name}: every task will scan the '
                 f"whole table — rerun with --create-index, or CREATE INDEX CONCURRENTLY ON "
-                f"{raw} ({column.name})"
+                f"{raw.ident.as_string(conn)} ({sql.Identifier(column.name).as_string(conn)})"
             )
     return raw_columns, column, warnings
 
@@ -337,7 +347,8 @@ def plan_run(
         else:
             keys = parse_partition_values(conn, raw, column, keys, "--zips")
         sizes = rows_per_partition(conn, raw, column, keys)
-    warnings = []
+    target = TableName.parse(settings.target_table)
+    warnings = empty_partition_warnings(raw, target, sizes) if keys is not None else []
     oversized = sum(1 for rows in sizes.values() if rows > settings.split_rows > 0)
     if split is None and oversized:
         warnings.append(
@@ -348,6 +359,28 @@ def plan_run(
     plan = plan_splits(conn, raw, column, split, sizes, settings.split_rows)
     options = {"split_column": split.name} if split is not None else {}
     return plan, options, warnings
+
+
+#: Empty partitions named one warning each; more are counted in one last line.
+EMPTY_WARNINGS = 20
+
+
+def empty_partition_warnings(
+    raw: TableName, target: TableName, sizes: dict[str | None, int]
+) -> list[str]:
+    """One warning per chosen partition with no raw rows: its task keeps target =
+    transform(raw) by deleting the target's rows for it and writing none, which a typo in
+    --zips would otherwise do in silence."""
+    empty = [key for key, rows in sizes.items() if rows == 0]
+    lines = [
+        f'zip {partition_label(key)} has no rows in raw table "{raw}": its task will delete '
+        f'the rows of zip {partition_label(key)} from "{target}" and write none — check the '
+        "value if that is not what you meant"
+        for key in empty[:EMPTY_WARNINGS]
+    ]
+    if len(empty) > EMPTY_WARNINGS:
+        lines.append(f"and {len(empty) - EMPTY_WARNINGS:,} more chosen zips with no raw rows")
+    return lines
 
 
 def enqueue_run(
@@ -398,6 +431,9 @@ def enqueue_run(
         if warning:
             warnings.append(warning)
         vanished = None
+        # Said before anything is recorded or sent, not after the run is on its way.
+        for w in warnings:
+            log.warning(w)
         if not spec.dry_run:
             create_target(conn, raw, target, column.name)
             if delete_vanished:
@@ -412,8 +448,6 @@ def enqueue_run(
             )
         seconds = send_tasks(app, settings, run_id, parts)
         audit.mark_run_enqueued(run_id)
-    for w in warnings:
-        log.warning(w)
     return Enqueued(run_id, len(parts), seconds, warnings=tuple(warnings), vanished=vanished)
 
 

@@ -155,3 +155,43 @@ def check_userinfo(url: str, name: str) -> None:
             f"{name} has a port that is not a number — check it; a '/' in a password must "
             "be percent-encoded (%2F)"
         )
+
+
+#: Broker URL schemes kombu has a transport for, by the broker they reach. Another scheme
+#: (http://, a typo) fails in kombu as "No such transport": refused here in one line.
+_BROKERS = {
+    "redis": "Redis",
+    "rediss": "Redis",
+    "redis+socket": "Redis",
+    "sentinel": "Redis",
+    "amqp": "RabbitMQ",
+    "amqps": "RabbitMQ",
+    "pyamqp": "RabbitMQ",
+    "librabbitmq": "RabbitMQ",
+}
+_BROKER_FORMS = "use redis://host:6379/0 (or amqp://user:password@host:5672/vhost)"
+
+
+def broker_name(url: str) -> str:
+    """The broker a URL reaches, for messages: 'Redis', 'RabbitMQ', or 'the broker'; an
+    error about an amqp:// URL must not tell the user to start Redis."""
+    scheme = _SCHEME.match(url)
+    return _BROKERS.get(scheme["scheme"].lower(), "the broker") if scheme else "the broker"
+
+
+def check_broker_url(url: str, name: str) -> None:
+    """Refuse a broker URL kombu would fail on later with a traceback: a scheme with no
+    transport, and a Redis database that is not a number."""
+    shown = redact_url(url)
+    for one in url.split(";"):
+        scheme = _SCHEME.match(one)
+        if scheme is None or scheme["scheme"].lower() not in _BROKERS:
+            kind = f"{scheme['scheme']}://" if scheme else "no scheme"
+            raise ConfigError(f"{name} ({shown}) is not a broker URL ({kind}) — {_BROKER_FORMS}")
+        if scheme["scheme"].lower() in ("redis", "rediss"):
+            path = re.split(r"[?#]", one[scheme.end() :], maxsplit=1)[0].partition("/")[2]
+            if path.strip("/") and not path.strip("/").isdigit():
+                raise ConfigError(
+                    f"{name} ({shown}) names Redis database {path.strip('/')!r}: a Redis "
+                    "database is a number (redis://host:6379/0)"
+                )

@@ -56,6 +56,11 @@ def _marker(rows: int, zips: int, seed: int) -> str:
     return f"etl-bench rows={rows} zips={zips} seed={seed}"
 
 
+def _ours(comment: str | None) -> bool:
+    """A table the benchmark made (its marker replaced etl-seed's): reseeding may drop it."""
+    return comment is not None and comment.startswith("etl-bench ")
+
+
 def ensure_raw_table(
     database_url: str, table: str, *, rows: int, zips: int, seed: int, rebuild: bool = False
 ) -> RawTable:
@@ -68,7 +73,9 @@ def ensure_raw_table(
     with connect(database_url) as conn:
         current = table_comment(conn, name) if table_exists(conn, name) else None
     if rebuild or current != marker:
-        seed_raw_table(database_url, rows=rows, zips=zips, seed=seed, table=table)
+        seed_raw_table(
+            database_url, rows=rows, zips=zips, seed=seed, table=table, replace=_ours(current)
+        )
         with connect(database_url) as conn:
             conn.execute(
                 sql.SQL("COMMENT ON TABLE {} IS {}").format(name.ident, sql.Literal(marker))
@@ -88,7 +95,14 @@ def ensure_uniform_table(
     with connect(database_url) as conn:
         current = table_comment(conn, name) if table_exists(conn, name) else None
     if current != marker:
-        seed_raw_table(database_url, rows=rows, zips=partitions, seed=seed, table=table)
+        seed_raw_table(
+            database_url,
+            rows=rows,
+            zips=partitions,
+            seed=seed,
+            table=table,
+            replace=_ours(current),
+        )
         zip_code = sql.Identifier(PARTITION_COLUMN)
         with connect(database_url) as conn:
             conn.execute(

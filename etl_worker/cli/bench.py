@@ -11,7 +11,7 @@ import click
 from etl_worker.bench import scaling
 from etl_worker.bench.report import write_report, write_scaling_chart
 from etl_worker.bench.runner import PARTS, BenchOptions, command_line, run_bench, run_scaling
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
 
 _DEFAULTS = BenchOptions()
 _COUNT = click.IntRange(min=1)
@@ -89,7 +89,7 @@ def _measurement_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @_measurement_options
 @click.option(
     "--only",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 
 from etl_worker.audit import Audit
 from etl_worker.config import Settings, env_var
+from etl_worker.db import connect
 from etl_worker.errors import EtlError, RunNotFound
 from etl_worker.reporting.progress import wait_and_sweep
 from etl_worker.reporting.status import RunStatus
@@ -58,6 +60,33 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings.load(**overrides)
 
 
+class EtlCommand(click.Command):
+    """A click command whose usage errors are one line, like every other error: what is
+    wrong and where the help is (click's own take four lines, the usage first)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            name = exc.ctx.command_path if exc.ctx else self.name
+            click.echo(f"error: {exc.format_message().rstrip('.')} — see {name} --help", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+#: What every command passes to @click.command.
+COMMAND: dict[str, Any] = {
+    "cls": EtlCommand,
+    "context_settings": {"help_option_names": ["-h", "--help"]},
+}
+
+
 def handle_errors(func: F) -> F:
     """Print an EtlError as one line on stderr and exit 1; no traceback for expected errors."""
 
@@ -74,6 +103,14 @@ def handle_errors(func: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def reading_audit(settings: Settings) -> Iterator[Audit]:
+    """The audit of ETL_DATABASE_URL for a command that reads it (etl-status, etl-report,
+    etl-sweep): `AuditSchemaMissing` in one line on a fresh database."""
+    with connect(settings.database_url) as conn:
+        yield Audit(conn, settings.audit_schema).require_schema()
 
 
 def run_or_latest(audit: Audit, run_id: str | None) -> str:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
 from etl_worker.devtools.demo import DemoOptions, run_demo
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.option("--rows", default=200_000, show_default=True, help="Rows to generate.")
 @click.option("--zips", default=1_000, show_default=True, help="Distinct zip codes.")
 @click.option("--seed", default=42, show_default=True, help="Random seed of the data.")

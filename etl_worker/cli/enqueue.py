@@ -9,7 +9,7 @@ from contextlib import ExitStack
 import click
 
 from etl_worker import defaults, producer
-from etl_worker.cli.common import handle_errors, load_settings, setting_options, wait_for
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options, wait_for
 from etl_worker.config import Settings, env_var
 from etl_worker.reporting import testmode
 from etl_worker.reporting.status import RunStatus, format_status
@@ -17,7 +17,7 @@ from etl_worker.reporting.verify import format_diff
 from etl_worker.snapshot import ExportedSnapshot
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.argument("attach_run", metavar="[RUN_ID]", required=False)
 @click.option("--all-zips", is_flag=True, help="Every distinct value of the partition column.")
 @click.option("--zips", help="Comma-separated partition values, e.g. 10016,10017.")
@@ -98,7 +98,8 @@ from etl_worker.snapshot import ExportedSnapshot
     "--json",
     "as_json",
     is_flag=True,
-    help="With --wait, print the final status as JSON (with --test, then the diff as JSON).",
+    help="With --wait (or --test): print only the final status, as one JSON document on "
+    'stdout (with --test, the comparison under "test"); the run id goes to stderr.',
 )
 @setting_options()
 @handle_errors
@@ -124,8 +125,9 @@ def main(
 ) -> None:
     """Enqueue one Celery task per partition (zip code) of the raw table.
 
-    Prints the run id alone on the first line of stdout. `etl-enqueue --wait RUN_ID`
-    follows a run already enqueued, as `etl-status RUN_ID --wait` does.
+    Prints the run id alone on the first line of stdout (with --json, on stderr).
+    `etl-enqueue --wait RUN_ID` follows a run already enqueued, as `etl-status RUN_ID --wait`
+    does.
     """
     settings = load_settings(
         dry_run=dry_run,
@@ -137,6 +139,12 @@ def main(
         split_column=split_column,
         **overrides,
     )
+    if as_json and not (wait or settings.test_mode):
+        raise click.UsageError("--json prints the final status: it needs --wait (or --test)")
+    test_only = {"--truth-table": truth_table, "--sample-table": sample_table, "--key": key_column}
+    given = [flag for flag, value in test_only.items() if value is not None]
+    if given and not settings.test_mode:
+        raise click.UsageError(f"{', '.join(given)} only means something with --test")
     chosen = [all_zips, zips is not None, zip_table is not None, resume_run is not None]
     if attach_run is not None:
         if not wait or any(chosen) or settings.test_mode:
@@ -144,7 +152,7 @@ def main(
                 "RUN_ID alone follows a run: etl-enqueue --wait RUN_ID (to send its unfinished "
                 "partitions again: etl-enqueue --resume RUN_ID)"
             )
-        click.echo(attach_run)
+        click.echo(attach_run, err=as_json)
         if _report(wait_for(settings, attach_run), as_json):
             sys.exit(1)
         return
@@ -211,7 +219,8 @@ def _enqueue_and_wait(
             snapshot=exported,
             delete_vanished=delete_vanished,
         )
-    click.echo(result.run_id)
+    # With --json, stdout is one JSON document (the run id inside) for `| jq`.
+    click.echo(result.run_id, err=as_json)
     verb = "re-enqueued" if result.resumed else "enqueued"
     click.echo(
         f"{verb} {result.partitions:,} partitions in {result.seconds:.2f}s "
@@ -229,11 +238,18 @@ def _enqueue_and_wait(
     if not (wait or comparison):
         return
     status = wait_for(settings, result.run_id)
-    failed = _report(status, as_json)
+    document = status.as_json()
+    if not as_json:
+        click.echo(format_status(status))
+    failed = status.failed > 0
     if comparison is not None:
         diff = testmode.verify_test_run(settings, comparison)
-        click.echo(json.dumps(diff.as_json()) if as_json else format_diff(diff))
+        document["test"] = diff.as_json()
+        if not as_json:
+            click.echo(format_diff(diff))
         failed = failed or not diff.matches
+    if as_json:
+        click.echo(json.dumps(document, default=str))
     if failed:
         sys.exit(1)
 

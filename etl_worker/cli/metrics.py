@@ -8,7 +8,7 @@ import time
 import click
 
 from etl_worker.celery_app import make_app
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.errors import EtlError
 from etl_worker.ops.metrics import CloudWatchSink, MetricSink, StdoutSink, read_backlog
@@ -16,7 +16,7 @@ from etl_worker.ops.metrics import CloudWatchSink, MetricSink, StdoutSink, read_
 log = logging.getLogger(__name__)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.option(
     "--cloudwatch",
     is_flag=True,

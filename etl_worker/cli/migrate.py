@@ -7,11 +7,11 @@ import sys
 import click
 
 from etl_worker import migrations
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
 from etl_worker.db import connect
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.option(
     "--check",
     is_flag=True,

@@ -7,12 +7,12 @@ import os
 
 import click
 
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
 from etl_worker.ops.plan import SAMPLES, Machine, format_plan, make_plan
 from etl_worker.units import parse_bytes
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.option(
     "--memory",
     default="16GiB",

@@ -6,13 +6,11 @@ from pathlib import Path
 
 import click
 
-from etl_worker.audit import Audit
-from etl_worker.cli.common import handle_errors, load_settings, run_or_latest, setting_options
-from etl_worker.db import connect
+from etl_worker.cli import common
 from etl_worker.reporting.report import write_report
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**common.COMMAND)
 @click.argument("run_id", required=False)
 @click.option(
     "--html",
@@ -20,15 +18,14 @@ from etl_worker.reporting.report import write_report
     type=click.Path(dir_okay=False, path_type=Path),
     help="File to write [default: report-RUN_ID.html].",
 )
-@setting_options("database_url")
-@handle_errors
+@common.setting_options("database_url")
+@common.handle_errors
 def main(run_id: str | None, html_path: Path | None, **overrides: str | None) -> None:
     """Write RUN_ID's report (default: the latest run) as one self-contained HTML file:
     throughput over time, rows per zip, duration vs rows, memory per zip, and the failures."""
-    settings = load_settings(**overrides)
-    with connect(settings.database_url) as conn:
-        audit = Audit(conn, settings.audit_schema)
-        run_id = run_or_latest(audit, run_id)
+    settings = common.load_settings(**overrides)
+    with common.reading_audit(settings) as audit:
+        run_id = common.run_or_latest(audit, run_id)
         path = html_path or Path(f"report-{run_id}.html")
         report = write_report(audit, run_id, path)
     click.echo(

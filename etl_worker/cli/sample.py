@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.reporting.sample import make_sample
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.option(
     "--zips",
     type=click.IntRange(min=1),

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.devtools.seed import (
     DEFAULT_ROWS,
@@ -17,7 +17,7 @@ from etl_worker.devtools.seed import (
 )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.option(
     "--rows",
     type=click.IntRange(min=0),
@@ -51,6 +51,11 @@ from etl_worker.devtools.seed import (
     help=f"Draw a progress bar on stderr [default: on a terminal, for {PROGRESS_MIN_ROWS:,} "
     "rows or more].",
 )
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Drop the table even if etl-seed did not make it (its rows are lost).",
+)
 @setting_options("database_url")
 @handle_errors
 def main(
@@ -59,10 +64,12 @@ def main(
     seed: int,
     table: str | None,
     progress: bool | None,
+    replace: bool,
     database_url: str | None,
 ) -> None:
     """Replace the raw table with generated rows: drop and recreate it (creating the database
-    when missing), load the rows, index zip_code and ANALYZE.
+    when missing), load the rows, index zip_code and ANALYZE. A table etl-seed did not make
+    is left alone unless --replace.
 
     Prints one summary line: rows, zips, table size, seconds and rows per second.
     """
@@ -76,5 +83,6 @@ def main(
         seed=seed,
         table=settings.raw_table,
         progress=progress,
+        replace=replace,
     )
     click.echo(result.summary())

@@ -11,8 +11,10 @@ import click
 
 from etl_worker.celery_app import make_app
 from etl_worker.cli.common import (
+    COMMAND,
     handle_errors,
     load_settings,
+    reading_audit,
     run_or_latest,
     setting_options,
     wait_for,
@@ -20,11 +22,20 @@ from etl_worker.cli.common import (
 from etl_worker.producer import run_queue
 from etl_worker.reconnect import PatientAudit
 from etl_worker.reporting.stalls import ASK_EVERY_SECONDS, fleet_problems
-from etl_worker.reporting.status import format_status, run_status
+from etl_worker.reporting.status import format_run_list, format_status, list_runs, run_status
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.argument("run_id", required=False)
+@click.option(
+    "--list",
+    "list_runs_",
+    is_flag=True,
+    help="List the latest runs (id, tables, transform, state, counts, started, elapsed).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Runs --list shows."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
     "--watch",
@@ -42,21 +53,36 @@ from etl_worker.reporting.status import format_status, run_status
 @handle_errors
 def main(
     run_id: str | None,
+    list_runs_: bool,
+    limit: int,
     as_json: bool,
     watch: bool,
     interval: float,
     wait: bool,
     **overrides: str | None,
 ) -> None:
-    """Report RUN_ID (default: the latest run). A run that is not complete also shows what
-    its workers say stops it (no worker on its queue, a database they cannot reach)."""
+    """Report RUN_ID (default: the latest run), or --list the latest runs. A run that is
+    not complete also shows what its workers say stops it (no worker on its queue, a
+    database they cannot reach)."""
+    if list_runs_ and (run_id or watch or wait):
+        raise click.UsageError("--list shows every run: give no RUN_ID, no --watch, no --wait")
     settings = load_settings(**overrides)
+    if list_runs_:
+        with reading_audit(settings) as reader:
+            runs = list_runs(reader, limit)
+            if as_json:
+                click.echo(json.dumps([r.as_json() for r in runs], default=str))
+            else:
+                click.echo(format_run_list(runs))
+            return
 
     def notice(line: str) -> None:
         click.echo(f"{datetime.now():%H:%M:%S} {line}", err=True)
 
+    # A fresh database: one line (AuditSchemaMissing), not a traceback.
+    with reading_audit(settings) as reader:
+        run_id = run_or_latest(reader, run_id)
     with PatientAudit(settings, notice) as audit:
-        run_id = audit.run(lambda a: run_or_latest(a, run_id))
         spec = audit.run(lambda a: a.get_run(run_id))
         if wait:
             audit.close()

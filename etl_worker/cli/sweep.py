@@ -8,7 +8,13 @@ from datetime import datetime
 import click
 
 from etl_worker.audit import Audit
-from etl_worker.cli.common import handle_errors, load_settings, setting_options
+from etl_worker.cli.common import (
+    COMMAND,
+    handle_errors,
+    load_settings,
+    reading_audit,
+    setting_options,
+)
 from etl_worker.config import env_var
 from etl_worker.db import connect
 from etl_worker.reconnect import PatientAudit
@@ -16,7 +22,7 @@ from etl_worker.reporting.status import run_status
 from etl_worker.sweeper import PeriodicSweep, SweepResult, sweep
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(**COMMAND)
 @click.argument("run_id", required=False)
 @click.option("--watch", is_flag=True, help="Sweep again every --interval seconds.")
 @click.option(
@@ -36,10 +42,12 @@ def main(run_id: str | None, watch: bool, interval: float | None, **overrides: s
     RUN_ID, until interrupted), and a failed sweep is reported and tried again.
     """
     settings = load_settings(sweep_interval=interval, **overrides)
+    # A fresh database: one line and exit 1, not a warning every interval forever.
+    with reading_audit(settings) as audit:
+        if run_id is not None:
+            audit.get_run(run_id)  # RunNotFound, clearly
     if not watch:
         with connect(settings.database_url) as conn:
-            if run_id is not None:
-                Audit(conn, settings.audit_schema).get_run(run_id)  # RunNotFound, clearly
             result = sweep(settings, conn, run_id=run_id)
         _print(result)
         if not result.requeued:

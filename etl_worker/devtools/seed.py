@@ -22,9 +22,12 @@ from etl_worker.db import (
     TableName,
     adbc_connect,
     connect,
+    database_label,
     database_name,
     ensure_database,
     first_line,
+    table_comment,
+    table_exists,
 )
 from etl_worker.devtools.fake_companies import RAW_SCHEMA, check_sizes, generate_companies
 from etl_worker.errors import EtlError
@@ -64,6 +67,10 @@ _ADD_PRIMARY_KEY = sql.SQL("ALTER TABLE {table} ADD PRIMARY KEY (id)")
 _INDEX_ZIP_CODE = sql.SQL("CREATE INDEX ON {table} (zip_code)")
 _ANALYZE = sql.SQL("ANALYZE {table}")
 _TABLE_BYTES = "SELECT pg_table_size(to_regclass(%s))"
+_MARK_TABLE = sql.SQL("COMMENT ON TABLE {table} IS {mark}")
+#: The comment on every table etl-seed makes. A table without it is someone's data: it is
+#: never dropped without --replace, whatever its name (the demo seeds ETL_RAW_TABLE).
+SEED_MARK = "made by etl-seed"
 
 
 @dataclass(frozen=True)
@@ -98,21 +105,27 @@ def seed_raw_table(
     seed: int = DEFAULT_SEED,
     table: str = "raw_companies",
     progress: bool = False,
+    replace: bool = False,
 ) -> SeedResult:
     """Replace `table` with `rows` generated companies spread over `zips` zip codes.
 
-    Creates the database when missing. The contents depend only on (rows, zips, seed).
+    Creates the database when missing. The contents depend only on (rows, zips, seed). An
+    existing table etl-seed did not make is refused (EtlError) unless `replace`.
     """
     check_sizes(rows, zips)
     name = TableName.parse(table)
     started = time.perf_counter()
     try:
         ensure_database(database_url)
+        if not replace:
+            _refuse_foreign_table(database_url, name)
         with adbc_connect(database_url) as conn:
             _recreate_table(conn, name)
             with row_progress(rows, f"seeding {name}", show=progress) as advance:
                 _load_rows(conn, name, _batches(rows, zips, seed, advance))
             _index_table(conn, name)
+            mark = f"{SEED_MARK} (rows={rows}, zips={zips}, seed={seed})"
+            _execute(conn, _MARK_TABLE, table=name.ident, mark=sql.Literal(mark))
             conn.commit()
         size = _table_bytes(database_url, name)
     except (psycopg.Error, adbc_driver_manager.Error) as exc:
@@ -129,7 +142,21 @@ def seed_raw_table(
     )
 
 
-def _execute(conn: Any, statement: sql.SQL, **identifiers: sql.Identifier) -> None:
+def _refuse_foreign_table(database_url: str, name: TableName) -> None:
+    with connect(database_url) as conn:
+        if not table_exists(conn, name):
+            return
+        comment = table_comment(conn, name) or ""
+        database = database_label(conn)
+    if not comment.startswith(SEED_MARK):
+        raise EtlError(
+            f'table "{name}" in database "{database}" exists and was not made by etl-seed, so '
+            "it is left alone — choose another --table (ETL_RAW_TABLE), or etl-seed --replace "
+            "to drop it and its rows"
+        )
+
+
+def _execute(conn: Any, statement: sql.SQL, **identifiers: sql.Composable) -> None:
     with conn.cursor() as cur:
         cur.execute(statement.format(**identifiers).as_string())
 

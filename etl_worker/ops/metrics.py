@@ -30,6 +30,7 @@ from celery import Celery
 from etl_worker.config import Settings, redact_url
 from etl_worker.db import first_line
 from etl_worker.errors import ConfigError, ServiceUnavailable
+from etl_worker.urls import broker_name
 
 #: Seconds to wait for workers' replies to `inspect` broadcasts.
 INSPECT_TIMEOUT = 2.0
@@ -74,7 +75,8 @@ def read_backlog(app: Celery, settings: Settings, timeout: float = INSPECT_TIMEO
         except Exception as exc:
             raise ServiceUnavailable(
                 f"cannot read queue {settings.queue!r} at {redact_url(settings.broker_url)}: "
-                f"{first_line(exc)} — check ETL_BROKER_URL and that Redis is running"
+                f"{first_line(exc)} — check ETL_BROKER_URL and that "
+                f"{broker_name(settings.broker_url)} is running"
             ) from exc
     inspect = app.control.inspect(timeout=timeout)
     consuming = {

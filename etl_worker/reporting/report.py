@@ -23,6 +23,8 @@ from etl_worker.reporting.status import RunStatus, format_status, run_status
 
 #: Failed partitions listed one per row; beyond this the groups above the table still
 #: count every one of them.
+#: Full tracebacks the report carries (the first partition of each distinct error).
+MAX_TRACEBACKS = 20
 MAX_FAILURE_ROWS = 1000
 
 _STYLE = """
@@ -143,8 +145,23 @@ def _failures(status: RunStatus) -> list[str]:
         "<h3>Failed partitions</h3>",
         _table(["zip", "attempts", "error"], rows, numeric={1}),
         f"<p>{more:,} more not listed.</p>" if more > 0 else "",
+        *_tracebacks(status),
         f"<p>Retry them with <code>etl-enqueue --resume {html.escape(status.run_id)}</code>.</p>",
     ]
+
+
+def _tracebacks(status: RunStatus) -> list[str]:
+    """The full traceback of the first failed partition of each kind of error: what the
+    one-line error leaves out (the transform's own frames, chained causes)."""
+    first = {f["error"]: f for f in status.failures if f.get("traceback")}
+    if not first:
+        return []
+    blocks = [
+        f"<details><summary>{html.escape(f['partition'])}: {html.escape(f['error'] or '')}"
+        f"</summary><pre>{html.escape(f['traceback'])}</pre></details>"
+        for f in list(first.values())[:MAX_TRACEBACKS]
+    ]
+    return ["<h3>Tracebacks</h3>", *blocks]
 
 
 def _slowest(status: RunStatus) -> list[str]:

@@ -62,10 +62,9 @@ class RunStatus:
         return data
 
 
-def _seconds(start: datetime | None, end: datetime | None) -> float:
-    if start is None or end is None:
-        return 0.0
-    return max(0.0, (end - start).total_seconds())
+#: Gaps with no partition at work longer than this are idle time, not elapsed time (the
+#: moments between one task and the next on a busy fleet are far shorter).
+IDLE_GAP_SECONDS = 10.0
 
 
 def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
@@ -75,9 +74,11 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
     total = sum(states.values())
     rows_read = sum(c[1] for c in counts.values())
     rows_written = sum(c[2] for c in counts.values())
-    first, last, now, _, peak, mem_before, mem_after, largest = audit.timing(run_id)
+    _, _, _, _, peak, mem_before, mem_after, largest = audit.timing(run_id)
     done = states[State.FINISHED] + states[State.FAILED]
-    elapsed = _seconds(first, now if done < total else last)
+    # Working time, not first start to last finish: a --resume hours later must not
+    # count the hours it waited in elapsed, nor divide the throughput by them.
+    elapsed = audit.working_seconds(run_id, IDLE_GAP_SECONDS)
     # Throughput counts the rows of finished partitions as read, not as written, so that a
     # dry run (which writes nothing) still measures the read + transform speed.
     rows_done = counts.get(State.FINISHED, (0, 0, 0))[1]
@@ -112,13 +113,20 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
     ]
     if details:
         grouped: dict[str, list[str]] = defaultdict(list)
-        for key, lo, hi, error, attempts in audit.failures(run_id):
+        for key, lo, hi, error, attempts, trace in audit.failures(run_id):
             label = partition_label(key, lo, hi)
             status.failures.append(
-                {"zip": key, "partition": label, "error": error, "attempts": attempts}
+                {
+                    "zip": key,
+                    "partition": label,
+                    "error": error,
+                    "attempts": attempts,
+                    "traceback": trace,
+                }
             )
             grouped[_error_kind(error or "", key, lo, hi)].append(label)
-        status.failures_by_error = dict(grouped)
+        # Biggest group first: the kind of error most partitions hit is the one to fix.
+        status.failures_by_error = dict(sorted(grouped.items(), key=lambda kv: -len(kv[1])))
         status.slowest = [
             {
                 "zip": key,
@@ -146,7 +154,15 @@ def _error_kind(
     text = re.sub(r"\(\d[\d,]* rows\)", "(<n> rows)", text)
     if key:
         text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", "<zip>", text)
-    return text
+    # The values in a message are not its kind: `Float value 3.5` and `5.5` are one error.
+    text = _QUOTED.sub("'<v>'", text)
+    return _NUMBER.sub("<n>", text)
+
+
+#: A single-quoted value in an error message ('abc', 'it''s').
+_QUOTED = re.compile(r"'(?:[^']|'')*'")
+#: A number standing alone (not part of a word such as int64 or a name like col2).
+_NUMBER = re.compile(r"(?<![\w.<])[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w>])")
 
 
 _MODE_NOTES: dict[str, str] = {
@@ -194,10 +210,108 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
             + s.refusals[-1]["reason"]
         )
     if s.failures:
-        lines.append(f"failures   {len(s.failures):,} partition(s) failed:")
-        for error, zips in list(s.failures_by_error.items())[:max_failures]:
+        kinds = list(s.failures_by_error.items())
+        lines.append(
+            f"failures   {len(s.failures):,} partition(s) failed, {len(kinds):,} kind(s) of error:"
+        )
+        for error, zips in kinds[:max_failures]:
             shown = ", ".join(zips[:8]) + (f" and {len(zips) - 8} more" if len(zips) > 8 else "")
             lines.append(f"  [{len(zips)}] {error}")
             lines.append(f"       zips: {shown}")
+        if len(kinds) > max_failures:
+            rest = sum(len(zips) for _, zips in kinds[max_failures:])
+            lines.append(
+                f"  and {len(kinds) - max_failures:,} more kinds ({rest:,} partitions): "
+                f"etl-status {s.run_id} --json or etl-report {s.run_id} lists them all"
+            )
         lines.append(f"  retry them with: etl-enqueue --resume {s.run_id}")
     return "\n".join(lines)
+
+
+@dataclass
+class RunSummary:
+    """One line of `etl-status --list`."""
+
+    run_id: str
+    raw_table: str
+    target_table: str
+    transform: str
+    mode: str
+    state: str
+    total: int
+    finished: int
+    failed: int
+    rows_written: int
+    started: datetime
+    elapsed_seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_state(total: int, finished: int, failed: int, started: int) -> str:
+    """A run's state in a word: complete, failed (complete with failures), running, waiting
+    (nothing started yet, or nothing running now: no worker, or a --resume to come)."""
+    if total and finished + failed == total:
+        return "failed" if failed else "complete"
+    return "running" if started else "waiting"
+
+
+def list_runs(audit: Audit, limit: int = 20) -> list[RunSummary]:
+    """The latest `limit` runs, newest first."""
+    runs = []
+    for (
+        run_id,
+        raw,
+        target,
+        transform,
+        mode,
+        created,
+        total,
+        done,
+        failed,
+        started,
+        rows,
+    ) in audit.recent_runs(limit):
+        runs.append(
+            RunSummary(
+                run_id=run_id,
+                raw_table=raw,
+                target_table=target,
+                transform=transform,
+                mode=mode,
+                state=run_state(total, done, failed, started),
+                total=total,
+                finished=done,
+                failed=failed,
+                rows_written=int(rows),
+                started=created,
+                elapsed_seconds=round(audit.working_seconds(run_id, IDLE_GAP_SECONDS), 3),
+            )
+        )
+    return runs
+
+
+def format_run_list(runs: list[RunSummary]) -> str:
+    """`etl-status --list`: one line per run, newest first."""
+    if not runs:
+        return "no runs in the audit table yet — start one with etl-enqueue"
+    header = ("run", "tables", "transform", "state", "done/total", "failed", "started", "elapsed")
+    rows = [
+        (
+            r.run_id,
+            f"{r.raw_table} -> {r.target_table}" + (f" ({r.mode})" if r.mode != "normal" else ""),
+            r.transform,
+            r.state,
+            f"{r.finished + r.failed:,}/{r.total:,}",
+            f"{r.failed:,}",
+            r.started.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            format_duration(r.elapsed_seconds),
+        )
+        for r in runs
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )

@@ -28,7 +28,8 @@ RETURNING part_id, part_key, task_id, split_lo, split_hi;
 -- with a fresh task id and a fresh attempt budget.
 UPDATE {schema}.partitions
 SET state = 'queued', attempts = 0, retries = 0, task_id = gen_random_uuid()::text,
-    lease_owner = NULL, lease_expires_at = NULL, queued_at = now(), error = NULL
+    lease_owner = NULL, lease_expires_at = NULL, queued_at = now(), error = NULL,
+    error_traceback = NULL
 WHERE run_id = %(run_id)s AND state <> 'finished'
   AND (%(part_ids)s::bigint[] IS NULL OR part_id = ANY(%(part_ids)s::bigint[]))
 RETURNING part_id, part_key, task_id, split_lo, split_hi;
@@ -175,7 +176,7 @@ SELECT state::text FROM {schema}.partitions WHERE part_id = %(part_id)s;
 -- name: mark_finished
 UPDATE {schema}.partitions
 SET state = 'finished', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-    error = NULL, rows_read = %(rows_read)s, rows_written = %(rows_written)s,
+    error = NULL, error_traceback = NULL, rows_read = %(rows_read)s, rows_written = %(rows_written)s,
     read_seconds = %(read_seconds)s, transform_seconds = %(transform_seconds)s,
     write_seconds = %(write_seconds)s, duration_seconds = %(duration_seconds)s,
     memory_before_bytes = %(memory_before_bytes)s, memory_after_bytes = %(memory_after_bytes)s,
@@ -191,7 +192,8 @@ WHERE part_id = %(part_id)s AND state NOT IN ('finished', 'failed');
 -- name: mark_failed
 UPDATE {schema}.partitions
 SET state = 'failed', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-    error = %(error)s, rows_read = coalesce(%(rows_read)s, rows_read)
+    error = %(error)s, error_traceback = %(traceback)s,
+    rows_read = coalesce(%(rows_read)s, rows_read)
 WHERE part_id = %(part_id)s AND state <> 'finished';
 
 -- name: expire_lease
@@ -229,7 +231,7 @@ SELECT min(started_at), max(finished_at), now(),
 FROM {schema}.partitions WHERE run_id = %(run_id)s;
 
 -- name: run_failures
-SELECT part_key, split_lo, split_hi, error, attempts
+SELECT part_key, split_lo, split_hi, error, attempts, error_traceback
 FROM {schema}.partitions
 WHERE run_id = %(run_id)s AND state = 'failed'
 ORDER BY part_key NULLS FIRST, split_lo;
@@ -287,3 +289,43 @@ ORDER BY r.refused_at;
 -- partition's rows commits with them.
 UPDATE {schema}.partitions SET transform_fingerprint = %(fingerprint)s
 WHERE part_id = %(part_id)s;
+
+-- name: run_working_seconds
+-- Seconds the run's partitions were being worked on: the union of their attempts' spans
+-- (start to finish; to now while running), with gaps under %(gap)s seconds bridged (the
+-- moments between one task and the next). The idle hours between a run and its --resume
+-- are not in it, so throughput and elapsed after a resume measure work, not waiting.
+WITH spans AS (
+    SELECT started_at AS s,
+           CASE WHEN state = 'started' THEN now()
+                WHEN state IN ('finished', 'failed') THEN finished_at
+                ELSE heartbeat_at END AS e
+    FROM {schema}.partitions
+    WHERE run_id = %(run_id)s AND started_at IS NOT NULL
+), valid AS (
+    SELECT s, e FROM spans WHERE e >= s
+), marked AS (
+    SELECT s, e,
+           CASE WHEN s <= max(e) OVER (ORDER BY s, e ROWS BETWEEN UNBOUNDED PRECEDING
+                                                           AND 1 PRECEDING)
+                         + make_interval(secs => %(gap)s)
+                THEN 0 ELSE 1 END AS starts_island
+    FROM valid
+), islands AS (
+    SELECT s, e, sum(starts_island) OVER (ORDER BY s, e) AS island FROM marked
+)
+SELECT coalesce(sum(extract(epoch FROM island_end - island_start)), 0)::float8
+FROM (SELECT min(s) AS island_start, max(e) AS island_end FROM islands GROUP BY island) AS i;
+
+-- name: recent_runs
+-- The latest runs with their partition counts, for etl-status --list.
+SELECT r.run_id, r.raw_table, r.target_table, r.transform, r.mode, r.created_at,
+       count(p.part_id),
+       count(p.part_id) FILTER (WHERE p.state = 'finished'),
+       count(p.part_id) FILTER (WHERE p.state = 'failed'),
+       count(p.part_id) FILTER (WHERE p.state = 'started'),
+       coalesce(sum(p.rows_written), 0)
+FROM (SELECT * FROM {schema}.runs ORDER BY created_at DESC LIMIT %(limit)s) AS r
+LEFT JOIN {schema}.partitions AS p USING (run_id)
+GROUP BY r.run_id, r.raw_table, r.target_table, r.transform, r.mode, r.created_at
+ORDER BY r.created_at DESC;

@@ -143,10 +143,13 @@ def test_of_sweepers_trying_at_once_one_takes_the_turn_and_nobody_else_within_th
     assert manual.stdout.startswith("nothing to re-enqueue")
 
 
-def test_etl_sweep_before_any_run_has_nothing_to_do_and_no_error(stack: Stack) -> None:
-    # A fresh fleet (docker compose up) starts its sweeper before the first etl-enqueue
-    # has made the audit schema: nothing to sweep yet, not an error to log every interval.
+def test_etl_sweep_before_any_run_says_what_to_run_in_one_line(stack: Stack) -> None:
+    # No sweeper service waits for the first run any more (the workers sweep, and their
+    # sweep finds nothing to do without an audit schema: take_turn_and_sweep). A person
+    # running etl-sweep on a database with no audit schema most likely pointed it at the
+    # wrong one (issue 12): one line saying so, exit 1, never a warning every interval.
     result = run_cli("etl-sweep", env=stack.env)
 
-    assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout.startswith("nothing to re-enqueue: no expired leases")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith('error: no audit schema "etl" in database')
+    assert len(result.stderr.splitlines()) == 1

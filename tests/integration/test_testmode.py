@@ -3,6 +3,7 @@ sample into a separate table and compares it with a truth table."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -106,6 +107,12 @@ def test_test_mode_reports_a_match_and_then_each_difference_with_the_truth(
     assert "DIFFERENT  3 differences between the output and truth" in report
     # The earlier test run's rows were replaced, not added to.
     assert scalar(url, "SELECT count(*) FROM clean_companies_test") == 12
+
+    # --json: one document on stdout, the run's status with the comparison inside.
+    as_json = enqueue(stack, *test_run, "--json", check=False)
+    document = json.loads(as_json.stdout)
+    assert as_json.returncode == 1 and document["run_id"] in as_json.stderr
+    assert document["complete"] and document["test"]["matches"] is False
 
 
 def test_test_mode_without_a_truth_table_or_sample_is_refused_up_front(stack: Stack) -> None:

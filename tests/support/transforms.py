@@ -112,3 +112,24 @@ def eat_memory_on_marked_zips(df: pd.DataFrame) -> pd.DataFrame:
         while True:
             hog.append(bytearray(32 * 1024**2))  # zero-filled: every page is touched
     return df
+
+
+def forget_to_return(df: pd.DataFrame) -> None:
+    """A transform that edits its frame and forgets `return df` (a new user's mistake)."""
+    df["notes"] = df["notes"]
+
+
+def fail_with_a_value_on_poisoned_zips(df: pd.DataFrame) -> pd.DataFrame:
+    """Like fail_on_poisoned_zips, but each zip's message carries its own value (as pandas
+    and pyarrow messages do: `Float value 3.5 ...`), raised from a helper so the traceback
+    has a frame the one-line error does not show."""
+    path = os.environ.get("ETL_TEST_POISON_FILE")
+    if path and Path(path).exists() and len(df):
+        zip_code = df["zip_code"].iloc[0]
+        if zip_code in set(Path(path).read_text().split()):
+            _reject_value(int(zip_code) + 0.5)
+    return df
+
+
+def _reject_value(value: float) -> None:
+    raise ValueError(f"Float value {value} was truncated converting to int64")

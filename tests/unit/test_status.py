@@ -32,7 +32,32 @@ def test_errors_that_name_the_zip_in_the_users_own_words_group_together() -> Non
 def test_a_zip_inside_a_longer_number_is_not_replaced() -> None:
     text = _error_kind("value 100160 out of range", "10016")
 
-    assert text == "value 100160 out of range"
+    # Not "value <zip>0": the number is a value, normalised like every other one.
+    assert text == "value <n> out of range"
+
+
+def test_values_are_not_part_of_an_errors_kind() -> None:
+    a = _error_kind("ValueError: Float value 3.5 is not allowed (12 rows)", "10016")
+    b = _error_kind("ValueError: Float value 5.5 is not allowed (1,203 rows)", "02134")
+    c = _error_kind("cannot cast 'abc' to int64", "10016")
+    d = _error_kind("cannot cast 'it''s' to int64", "10016")
+
+    assert a == b == "ValueError: Float value <n> is not allowed (<n> rows)"
+    assert c == d == "cannot cast '<v>' to int64"
+    # Numbers inside names are not values.
+    assert _error_kind("column col2 is not int32", None) == "column col2 is not int32"
+
+
+def test_every_kind_of_error_is_shown_biggest_first_or_counted() -> None:
+    kinds = {f"error kind {chr(65 + i)}": [f"{i:05d}"] * (i + 1) for i in range(12)}
+    by_size = dict(sorted(kinds.items(), key=lambda kv: -len(kv[1])))
+    failures = [{"zip": z, "partition": z, "error": e, "attempts": 1}
+                for e, zips in kinds.items() for z in zips]  # fmt: skip
+    text = format_status(make_status(failures=failures, failures_by_error=by_size))
+
+    shown = [line for line in text.splitlines() if line.startswith("  [")]
+    assert shown[0] == "  [12] error kind L" and len(shown) == 10
+    assert "and 2 more kinds (3 partitions)" in text
 
 
 def test_errors_naming_a_split_of_the_zip_group_with_the_other_splits() -> None:

@@ -13,7 +13,7 @@ from etl_worker.bench.runner import command_line
 from etl_worker.config import Settings
 from etl_worker.db import connect, conninfo, database_name, with_database
 from etl_worker.errors import ConfigError
-from etl_worker.urls import redact_url
+from etl_worker.urls import broker_name, check_broker_url, redact_url
 
 SECRET = "hunter2"
 
@@ -201,3 +201,39 @@ def test_a_connection_string_that_bypassed_settings_is_refused_the_same_way() ->
     with pytest.raises(ConfigError, match="is neither a Postgres URL") as refused:
         connect(f"host=db user=etl {SECRET}")
     assert SECRET not in "".join(traceback.format_exception(refused.value))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://:pw@127.0.0.1:6379",
+        "rediss://host:6380/15?ssl_cert_reqs=required",
+        "redis+socket:///run/redis.sock",
+        "sentinel://:pw@s1:26379;sentinel://:pw@s2:26379",
+        "amqp://guest:guest@127.0.0.1:5672//",
+        "pyamqp://guest@host/vhost",
+    ],
+)
+def test_broker_urls_kombu_can_use_are_accepted(url: str) -> None:
+    check_broker_url(url, "ETL_BROKER_URL")
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("redis://127.0.0.1:6379/notadb", "names Redis database 'notadb'"),
+        ("http://127.0.0.1:6379/0", "is not a broker URL (http://)"),
+        ("127.0.0.1:6379", "is not a broker URL (no scheme)"),
+        ("redis://h:6379/0;http://h", "is not a broker URL (http://)"),
+    ],
+)
+def test_broker_urls_kombu_would_choke_on_are_one_line(url: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        check_broker_url(url, "ETL_BROKER_URL")
+
+
+def test_messages_name_the_broker_a_url_reaches() -> None:
+    assert broker_name("redis://h:6379/0") == "Redis"
+    assert broker_name("amqp://guest@h//") == "RabbitMQ"
+    assert broker_name("weird") == "the broker"
