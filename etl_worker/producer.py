@@ -16,11 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from amqp.exceptions import AMQPError
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import sql
 from redis.exceptions import RedisError
 
+from etl_worker import brokers
 from etl_worker.audit import Audit, QueuedPartition, RunMode, RunSpec
 from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings, redact_url
@@ -214,12 +216,13 @@ def send_tasks(
     started = time.perf_counter()
     try:
         _publish(app, settings, run_id, parts)
-    # Redis' own errors too: publishes go out unretried, straight from the pipeline.
-    except (KombuOperationalError, RedisError, OSError) as exc:
+    # Redis' and py-amqp's own errors too: publishes go out unretried, straight from the
+    # pipeline (Redis) or the channel (RabbitMQ: a nack, a closed channel).
+    except (KombuOperationalError, RedisError, AMQPError, OSError) as exc:
         raise ServiceUnavailable(
             f"the broker at {redact_url(settings.broker_url)} failed while enqueueing run "
-            f"{run_id} ({first_line(exc)}); its partitions are recorded — when Redis is "
-            f"back: etl-enqueue --resume {run_id}"
+            f"{run_id} ({first_line(exc)}); its partitions are recorded — when the "
+            f"broker is back: etl-enqueue --resume {run_id}"
         ) from exc
     return time.perf_counter() - started
 
@@ -245,10 +248,15 @@ def _publish(
     queue copies and a retry wrapper that a batch of identical sends needs once (measured:
     40,000 messages in 3.5 s through `send_task`, 1.3 s this way). No retry per message: a
     broker error ends the enqueue with the --resume hint (send_tasks)."""
+    amqp = brokers.is_amqp(settings)
+    # On RabbitMQ the queue of a run enqueued elsewhere (a sweep re-sending it) is declared
+    # with the fleet's quorum arguments, not as a missing queue Celery would make up.
+    queue = brokers.task_queue(settings) if amqp else app.amqp.queues[settings.queue]
     with app.producer_or_acquire() as producer, producer.batch(max_size=BATCH_SIZE):
         # kombu >= 5.7 buffers these publishes in a Redis pipeline, flushed every
         # BATCH_SIZE messages: 40,000 tasks take one round trip per batch, not per task.
-        producer.maybe_declare(app.amqp.queues[settings.queue])
+        # (RabbitMQ: each publish waits for its confirm, see brokers.transport_options.)
+        producer.maybe_declare(queue)
         for part in parts:
             kwargs: dict[str, Any] = {"run_id": run_id, "zip": part.key, "part_id": part.part_id}
             if part.split is not None:
@@ -264,7 +272,10 @@ def _publish(
             )
             producer.publish(
                 body,
-                exchange="",
+                # Redis: straight to the queue's list. RabbitMQ: through the queue's topic
+                # exchange, so a retry sent from this message's delivery info goes through
+                # native delayed delivery (brokers.task_queue).
+                exchange=queue.exchange.name if amqp else "",
                 routing_key=settings.queue,
                 serializer="json",
                 headers=headers,
