@@ -24,6 +24,7 @@ of the package asks this module, never a client library, what only one broker ca
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +47,12 @@ _SCHEMES = {
     "amqp": AMQP,
     "amqps": AMQP,
     "pyamqp": AMQP,
+}
+#: Where the sweeper looked for a message it calls lost: (for its report line, for the
+#: audit row's requeue reason).
+LOST_WHERE = {
+    REDIS: ("in no Redis queue", "in no Redis queue nor unacked set"),
+    AMQP: ("in no RabbitMQ queue", "in no RabbitMQ queue (its queue held no ready message)"),
 }
 #: Messages read per LRANGE/HSCAN call while looking for task ids.
 SCAN_CHUNK = 1000
@@ -150,6 +157,16 @@ def celery_options(settings: Settings) -> dict[str, Any]:
         "worker_detect_quorum_queues": True,
         "broker_native_delayed_delivery_queue_type": "quorum",
     }
+
+
+def retry_countdown(settings: Settings, seconds: float) -> float:
+    """The countdown to send a retry with. RabbitMQ's native delayed delivery counts whole
+    seconds, from 1: kombu refuses a countdown that rounds down to 0 ("countdown must be a
+    positive number"), and Celery then *rejects the message without requeueing it*, so the
+    partition would wait for the sweeper's lost-message path. Round up instead."""
+    if is_amqp(settings):
+        return float(max(1, math.ceil(seconds)))
+    return seconds
 
 
 # -- is a message still anywhere (the sweeper) -----------------------------------------------

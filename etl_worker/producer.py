@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from amqp.exceptions import AMQPError
+from amqp.exceptions import AMQPError, MessageNacked
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import sql
@@ -217,8 +217,9 @@ def send_tasks(
     try:
         _publish(app, settings, run_id, parts)
     # Redis' and py-amqp's own errors too: publishes go out unretried, straight from the
-    # pipeline (Redis) or the channel (RabbitMQ: a nack, a closed channel).
-    except (KombuOperationalError, RedisError, AMQPError, OSError) as exc:
+    # pipeline (Redis) or the channel (RabbitMQ: a closed channel, or a publish it refused
+    # to take, which only publisher confirms tell: MessageNacked).
+    except (KombuOperationalError, RedisError, AMQPError, MessageNacked, OSError) as exc:
         raise ServiceUnavailable(
             f"the broker at {redact_url(settings.broker_url)} failed while enqueueing run "
             f"{run_id} ({first_line(exc)}); its partitions are recorded — when the "

@@ -83,9 +83,11 @@ class RunSweep:
 @dataclass
 class SweepResult:
     runs: dict[str, RunSweep] = field(default_factory=dict)
-    #: Waiting partitions old enough to be looked up in Redis.
+    #: Waiting partitions old enough to be looked up in the broker.
     checked: int = 0
     lost_after: int = 0
+    #: Where a lost message was looked for (brokers.LOST_WHERE).
+    lost_where: str = brokers.LOST_WHERE[brokers.REDIS][0]
 
     @property
     def requeued(self) -> int:
@@ -100,7 +102,7 @@ class SweepResult:
         for sweep in self.runs.values():
             for labels, why in (
                 (sweep.expired, "whose lease expired (worker died)"),
-                (sweep.lost, f"whose message was in no Redis queue after {self.lost_after}s"),
+                (sweep.lost, f"whose message was {self.lost_where} after {self.lost_after}s"),
             ):
                 if labels:
                     shown = ", ".join(labels[:10]) + (" ..." if len(labels) > 10 else "")
@@ -122,7 +124,8 @@ def sweep(
     app = app or make_app(settings)
     audit = Audit(conn, settings.audit_schema)
     after = settings.lost_message_after
-    result = SweepResult(lost_after=after)
+    where = brokers.LOST_WHERE[brokers.broker_kind(settings.broker_url)]
+    result = SweepResult(lost_after=after, lost_where=where[0])
     if current_version(conn, settings.audit_schema) is None:
         return result  # no audit schema: no run was ever enqueued in this database
 
@@ -141,7 +144,7 @@ def sweep(
         lost = [(part, task) for _, part, task in candidates if task in missing]
         if lost:
             with conn.transaction():
-                requeued = audit.requeue_lost(lost, after)
+                requeued = audit.requeue_lost(lost, after, where[1])
                 _send(settings, app, audit, requeued, result, lost=True)
     for line in result.lines():
         log.info("%s", line)

@@ -23,6 +23,7 @@ from tests.support.services import wait_until
 #: Run a test once on each broker: `@BOTH_BROKERS` on a test that takes the `stack` fixture
 #: (tests/conftest.py), Redis then RabbitMQ.
 BOTH_BROKERS = pytest.mark.parametrize("stack", ["redis", "amqp"], indirect=True)
+BROKER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ"}
 
 #: The machine's RabbitMQ: where a test's vhost is made. Its URL without a vhost.
 BASE_AMQP_URL = os.environ.get("ETL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")

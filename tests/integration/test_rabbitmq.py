@@ -1,0 +1,140 @@
+"""What only RabbitMQ does: the queue a run is sent to (quorum, with a delivery limit), a
+publish RabbitMQ refuses (publisher confirms), retries through native delayed delivery, and
+the sweeper's question "is its message still queued" answered without reading messages.
+Each test has a virtual host of its own on the machine's RabbitMQ (tests/support/rabbit.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from tests.support.cli import IDENTITY, enqueue, run_cli
+from tests.support.data import audit_rows, make_raw_table
+from tests.support.rabbit import rabbitmqctl
+from tests.support.runs import start_run, wait_for_run_end
+from tests.support.services import Stack, Worker
+
+pytestmark = pytest.mark.parametrize("stack", ["amqp"], indirect=True)
+
+
+def queues(stack: Stack) -> dict[str, list[str]]:
+    """name -> [type, arguments] of every queue in the stack's vhost. (Its message counts
+    lag, refreshed every few seconds: `stack.queued()` asks the queue itself.)"""
+    out = rabbitmqctl("list_queues", "-p", stack.vhost.name, "name", "type", "arguments")
+    rows = [line.split("\t") for line in out.splitlines() if line.strip()]
+    return {row[0]: row[1:] for row in rows if row[0] != "name"}
+
+
+def test_a_run_goes_to_a_durable_quorum_queue_with_a_delivery_limit(stack: Stack) -> None:
+    make_raw_table(stack.database_url, zips=4, rows_per_zip=2)
+
+    enqueue(stack, "--all-zips", "--transform", IDENTITY)
+
+    kind, arguments = queues(stack)[stack.queue]
+    assert kind == "quorum"
+    assert "x-delivery-limit" in arguments and "20" in arguments
+    assert stack.queued() == 6  # 4 zips + the NULL and '' partitions
+
+
+def test_a_publish_rabbitmq_refuses_fails_the_enqueue_with_the_resume_hint(stack: Stack) -> None:
+    """Publisher confirms: a queue full by policy (max-length, reject-publish) nacks the
+    publishes over its length. Without confirms they vanish and etl-enqueue says nothing."""
+    make_raw_table(stack.database_url, zips=8, rows_per_zip=1)
+    rabbitmqctl(
+        "set_policy", "-p", stack.vhost.name, "--apply-to", "queues", "cap", "^etl-",
+        '{"max-length": 3, "overflow": "reject-publish"}',
+    )  # fmt: skip
+
+    result = enqueue(stack, "--all-zips", "--transform", IDENTITY, check=False)
+
+    assert result.returncode != 0
+    assert "failed while enqueueing run" in result.stderr
+    assert "etl-enqueue --resume" in result.stderr
+    # A quorum queue applies its length limit a little late (3 or 4 here): not all 10.
+    assert 3 <= stack.queued() < 10
+
+
+def test_a_retry_waits_in_rabbitmq_s_delayed_queues_and_the_zip_finishes(
+    stack: Stack, start_worker: Callable[..., Worker]
+) -> None:
+    """A transient error (a serialization failure on the write) retries with a countdown; on
+    quorum queues the countdown waits in RabbitMQ (native delayed delivery, through the
+    run queue's topic exchange), not unacked in a worker that a static prefetch would
+    leave with one process fewer."""
+    url = stack.database_url
+    make_raw_table(url, zips=3, rows_per_zip=2)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE clean_companies (LIKE raw_companies INCLUDING DEFAULTS)")
+        conn.execute("CREATE TABLE fail_once (done boolean NOT NULL)")
+        conn.execute("INSERT INTO fail_once VALUES (false)")
+        conn.execute(
+            """
+            CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.zip_code = '00001' AND NOT (SELECT done FROM fail_once) THEN
+                    -- Its own transaction rolls back: remember the failure elsewhere.
+                    PERFORM dblink_exec('dbname=' || current_database(),
+                                        'UPDATE fail_once SET done = true');
+                    RAISE EXCEPTION 'try again' USING ERRCODE = '40001';
+                END IF;
+                RETURN NEW;
+            END $$
+            """
+        )
+        conn.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+        conn.execute(
+            "CREATE TRIGGER fail_once BEFORE INSERT ON clean_companies "
+            "FOR EACH ROW EXECUTE FUNCTION fail_once()"
+        )
+    worker = start_worker(concurrency=1, ETL_RETRY_BACKOFF_BASE="1", ETL_RETRY_BACKOFF_MAX="2")
+
+    run_id = start_run(stack.env, "--all-zips", "--transform", IDENTITY)
+    wait_for_run_end(url, run_id, timeout=120)
+
+    rows = audit_rows(url, run_id)
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    assert rows["00001"]["retries"] == 1
+    log = worker.log()
+    assert "retry: Retry in" in log
+    assert "native delayed delivery do not support direct exchanges" not in log
+    assert "Direct exchanges are not supported" not in log
+    assert {f"celery_delayed_{n}" for n in range(28)} <= set(queues(stack))
+
+
+def test_the_sweeper_calls_messages_lost_only_once_their_queue_has_drained(stack: Stack) -> None:
+    """RabbitMQ cannot be asked about one message without taking it off the queue, so a
+    waiting zip's message counts as lost when its queue holds no ready message at all."""
+    url = stack.database_url
+    make_raw_table(url, zips=3, rows_per_zip=2)
+    env = stack.env | {
+        "ETL_TASK_TIME_LIMIT": "4",
+        "ETL_VISIBILITY_TIMEOUT": "5",
+        "ETL_LEASE_SECONDS": "2",
+        "ETL_RETRY_BACKOFF_MAX": "2",
+        "ETL_SWEEP_AFTER": "60",
+    }
+    run_id = start_run(env, "--all-zips", "--transform", IDENTITY)
+    before = audit_rows(url, run_id)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE etl.partitions SET queued_at = queued_at - interval '1 hour' WHERE run_id = %s",
+            (run_id,),
+        )
+
+    waiting = run_cli("etl-sweep", run_id, env=env, check=True)  # messages still ready
+    rabbitmqctl("purge_queue", "-p", stack.vhost.name, stack.queue)  # every message lost
+    swept = run_cli("etl-sweep", run_id, env=env, check=True)
+
+    assert waiting.stdout.startswith("nothing to re-enqueue")
+    assert (
+        f"run {run_id}: re-enqueued 5 partition(s) whose message was in no RabbitMQ queue "
+        "after 60s" in swept.stdout
+    )
+    after = audit_rows(url, run_id)
+    assert all(after[k]["task_id"] != before[k]["task_id"] for k in after)
+    assert all(r["requeues"] == 1 for r in after.values())
+    assert "its queue held no ready message" in str(after["00001"]["requeue_reason"])
+    assert stack.queued() == 5  # sent again, once each
