@@ -273,10 +273,7 @@ def _publish(
             )
             producer.publish(
                 body,
-                # Redis: straight to the queue's list. RabbitMQ: through the queue's topic
-                # exchange, so a retry sent from this message's delivery info goes through
-                # native delayed delivery (brokers.task_queue).
-                exchange=queue.exchange.name if amqp else "",
+                exchange="",
                 routing_key=settings.queue,
                 serializer="json",
                 headers=headers,
