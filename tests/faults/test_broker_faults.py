@@ -234,10 +234,14 @@ def test_rabbitmq_restart_mid_run_loses_no_queued_zip(
     run_id = producer.run_id
     wait_until(lambda: mid_run(url, run_id), timeout=120, what="the run to be under way")
     running = set(rows_in_state(url, run_id, "started"))
-    queued = set(rows_in_state(url, run_id, "queued"))
 
-    rabbit_node.restart()  # SIGKILL the node, start it again on the same data directory
-    restarted = time.monotonic()
+    rabbit_node.crash()  # SIGKILL the node; start it again on the same data directory
+    crashed = time.monotonic()
+    # A zip taken just before the crash counts as running; the rest waited in the queue.
+    running |= set(rows_in_state(url, run_id, "started"))
+    queued = set(rows_in_state(url, run_id, "queued"))
+    rabbit_node.start()
+    restarted, down = crashed, time.monotonic() - crashed
 
     assert producer.wait(180) == 0, producer.stderr()
     recovered = time.monotonic() - restarted
@@ -248,12 +252,14 @@ def test_rabbitmq_restart_mid_run_loses_no_queued_zip(
     # ended their lease, and came back with their message (never acked) or the sweeper.
     swept = {k for k, r in rows.items() if r["requeues"]}
     assert swept <= running
+    assert all("with no outcome" in str(rows[k]["requeue_reason"]) for k in swept)
     assert not {k for k in queued if rows[k]["requeues"]}
     assert "Connection to broker lost" in worker.log()
     exactly_once(
         url,
         "RabbitMQ restarts mid-run (quorum queue)",
-        "SIGKILL the test's own rabbitmq-server node, start it again on its data directory",
+        "SIGKILL the test's own rabbitmq-server node, start it again on its data directory "
+        f"(down {down:.1f} s: the node takes that long to start)",
         f"worker and waiting producer reconnected; the {len(running)} running zip(s) were "
         f"cancelled and ended their lease: {len(swept)} re-sent by the sweeper, "
         f"{len(running) - len(swept)} redelivered by RabbitMQ (never acked); the "
@@ -283,6 +289,8 @@ def test_rabbitmq_closing_every_connection_of_the_vhost_mid_run_loses_nothing(
 
     stack.vhost.close_connections()
     dropped = time.monotonic()
+    running |= set(rows_in_state(url, run_id, "started"))  # taken just before the close
+    queued = set(rows_in_state(url, run_id, "queued"))
 
     assert producer.wait(180) == 0, producer.stderr()
     recovered = time.monotonic() - dropped
@@ -290,6 +298,7 @@ def test_rabbitmq_closing_every_connection_of_the_vhost_mid_run_loses_nothing(
     assert {r["state"] for r in rows.values()} == {"finished"}
     swept = {k for k, r in rows.items() if r["requeues"]}
     assert swept <= running
+    assert not {k for k in queued if rows[k]["requeues"]}
     assert "Connection to broker lost" in worker.log()
     exactly_once(
         url,
