@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from amqp.exceptions import NotFound
+from amqp.exceptions import MessageNacked, NotFound
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Exchange, Producer, Queue
 
 from etl_worker.config import Settings
 from etl_worker.errors import ConfigError
@@ -167,6 +168,83 @@ def retry_countdown(settings: Settings, seconds: float) -> float:
     if is_amqp(settings):
         return float(max(1, math.ceil(seconds)))
     return seconds
+
+
+# -- publishing many messages (etl-enqueue, the sweeper) -------------------------------------
+
+#: Messages per Redis pipeline flush, or published to RabbitMQ before waiting for their
+#: confirms: a round trip per window, not per message.
+PUBLISH_WINDOW = 1000
+
+
+@contextmanager
+def bulk_producer(app: Celery, settings: Settings) -> Iterator[tuple[Producer, Callable[[], None]]]:
+    """A producer for many publishes, and what to call after each one.
+
+    Redis: kombu (>= 5.7) buffers the publishes in a pipeline, flushed every window. RabbitMQ:
+    publisher confirms in windows, on a channel of its own. With the `confirm_publish`
+    transport option alone, py-amqp waits for each message's confirm before sending the
+    next, and a quorum queue confirms only what it has written to disk: 40,000 tasks took
+    about two minutes that way (tests.support.broker_bench). Here up to a window of messages
+    is in flight, then all their confirms are awaited; a nack raises, as a single publish
+    would. Leaving the block by an exception skips the wait: nothing was reported sent."""
+    if not is_amqp(settings):
+        with app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_WINDOW):
+            yield producer, lambda: None
+        return
+    with app.connection_for_write() as conn:
+        channel: Any = conn.channel()
+        try:
+            window = _ConfirmWindow(channel, settings.network_timeout)
+            yield Producer(channel, auto_declare=False), window.sent
+            window.wait()
+        finally:
+            channel.close()
+
+
+class _ConfirmWindow:
+    """Publisher confirms on a fresh py-amqp channel, awaited a window at a time. Its
+    delivery tags count from 1 (the channel's first publish)."""
+
+    def __init__(self, channel: Any, timeout: float) -> None:
+        self.channel = channel
+        self.timeout = timeout
+        self.published = 0
+        self.pending: set[int] = set()
+        self.nacked = 0
+        channel.events["basic_ack"].add(self._ack)
+        channel.events["basic_nack"].add(self._nack)
+        channel.confirm_select()
+        channel._confirm_selected = True
+        # py-amqp made basic_publish wait for each confirm (confirm_publish): publish at once
+        # instead, and wait here.
+        channel.basic_publish = channel._basic_publish
+
+    def _settle(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self.pending = {t for t in self.pending if t > tag}
+        else:
+            self.pending.discard(tag)
+
+    def _ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple)
+
+    def _nack(self, tag: int, multiple: bool) -> None:
+        before = len(self.pending)
+        self._settle(tag, multiple)
+        self.nacked += before - len(self.pending)
+
+    def sent(self) -> None:
+        self.published += 1
+        self.pending.add(self.published)
+        if len(self.pending) >= PUBLISH_WINDOW:
+            self.wait()
+
+    def wait(self) -> None:
+        while self.pending and not self.nacked:
+            self.channel.connection.drain_events(timeout=self.timeout)
+        if self.nacked:
+            raise MessageNacked(f"RabbitMQ refused {self.nacked} message(s) (nack)")
 
 
 # -- is a message still anywhere (the sweeper) -----------------------------------------------
