@@ -128,12 +128,16 @@ class RabbitNode:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_until(
-            lambda: amqp_answers(self.url) or self.process.poll() is not None,  # type: ignore[union-attr]
-            timeout=90,
-            interval=0.5,
-            what=f"rabbitmq-server {self.name} on {self.port}",
-        )
+        try:
+            wait_until(
+                lambda: amqp_answers(self.url) or self.process.poll() is not None,  # type: ignore[union-attr]
+                timeout=90,
+                interval=0.5,
+                what=f"rabbitmq-server {self.name} on {self.port}",
+            )
+        except AssertionError:
+            self.crash()  # a node that never answered must not outlive the test
+            raise
         if self.process.poll() is not None:
             raise AssertionError(
                 f"rabbitmq-server exited: {(self.root / 'server.out').read_text()[-2000:]}"
