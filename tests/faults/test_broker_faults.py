@@ -302,7 +302,7 @@ def test_rabbitmq_closing_every_connection_of_the_vhost_mid_run_loses_nothing(
     assert "Connection to broker lost" in worker.log()
     exactly_once(
         url,
-        "RabbitMQ closes every connection of the fleet mid-run",
+        "the broker closes every connection of the fleet mid-run",
         "`rabbitmqctl close_all_connections --vhost` (the test's vhost alone), the broker up",
         f"worker and waiting producer reconnected; the {len(running)} running zip(s) were "
         f"cancelled and ended their lease: {len(swept)} re-sent by the sweeper, the others "
