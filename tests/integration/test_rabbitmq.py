@@ -6,16 +6,19 @@ Each test has a virtual host of its own on the machine's RabbitMQ (tests/support
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.support.cli import IDENTITY, enqueue, run_cli
-from tests.support.data import audit_rows, make_raw_table
+from tests.support.data import audit_rows, count_partitions, make_raw_table
 from tests.support.rabbit import rabbitmqctl
 from tests.support.runs import start_run, wait_for_run_end
-from tests.support.services import Stack, Worker
+from tests.support.services import Stack, Worker, wait_until
+from tests.support.transforms import WAIT_FOR_GATE
 
 pytestmark = pytest.mark.parametrize("stack", ["amqp"], indirect=True)
 
@@ -138,3 +141,23 @@ def test_the_sweeper_calls_messages_lost_only_once_their_queue_has_drained(stack
     assert all(r["requeues"] == 1 for r in after.values())
     assert "its queue held no ready message" in str(after["00001"]["requeue_reason"])
     assert stack.queued() == 5  # sent again, once each
+
+
+def test_etl_metrics_counts_the_queue_and_the_workers_tasks_without_the_management_plugin(
+    stack: Stack, start_worker: Callable[..., Worker], gate: Path
+) -> None:
+    make_raw_table(stack.database_url, zips=8, rows_per_zip=2)  # 10 partitions
+    enqueue(stack, "--all-zips", "--transform", WAIT_FOR_GATE)
+
+    idle = json.loads(run_cli("etl-metrics", env=stack.env, check=True).stdout)
+    start_worker(concurrency=2)
+    wait_until(lambda: count_partitions(stack.database_url, "started") == 2, 60)
+    busy = json.loads(run_cli("etl-metrics", env=stack.env, check=True).stdout)
+
+    assert (idle["queued"], idle["in_flight"], idle["workers"]) == (10, 0, 0)
+    # Waiting: the queue's ready messages (passive queue.declare). In flight: what the
+    # worker reports running or reserved; a prefetch of 2 is both its running tasks.
+    assert (busy["queued"], busy["in_flight"]) == (8, 2)
+    assert (busy["workers"], busy["processes"]) == (1, 2)
+    assert busy["backlog_per_worker"] == 5.0
+    gate.unlink()
