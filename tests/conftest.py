@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +39,10 @@ def stack(request: pytest.FixtureRequest, fresh_database: str) -> Iterator[Stack
     tag = uuid.uuid4().hex[:10]
     if getattr(request, "param", "redis") == "amqp":
         if not rabbit.available():
-            pytest.skip(f"no RabbitMQ (rabbitmqctl and {rabbit.BASE_AMQP_URL}) on this machine")
+            why = f"no RabbitMQ (rabbitmqctl and {rabbit.BASE_AMQP_URL}) on this machine"
+            if os.environ.get("CI"):
+                pytest.fail(f"{why}: .ci/run must start it in CI")
+            pytest.skip(why)
         vhost = rabbit.Vhost()
         try:
             yield Stack(fresh_database, vhost.url, "", f"etl-{tag}", vhost=vhost)

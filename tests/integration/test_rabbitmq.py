@@ -161,3 +161,22 @@ def test_etl_metrics_counts_the_queue_and_the_workers_tasks_without_the_manageme
     assert (busy["workers"], busy["processes"]) == (1, 2)
     assert busy["backlog_per_worker"] == 5.0
     gate.unlink()
+
+
+def test_etl_demo_runs_on_rabbitmq_when_the_url_says_so(stack: Stack, tmp_path: Path) -> None:
+    """The demo's embedded-Redis fallback is for a Redis URL that does not answer; an amqp://
+    URL is used as it is, not replaced by a Redis of the demo's own."""
+    state = tmp_path / "demo"
+    result = run_cli(
+        "etl-demo",
+        *("--rows", "20", "--zips", "2", "--processes", "1", "--state-dir", str(state)),
+        env=stack.env,
+        timeout=240,
+    )
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "no Redis answered" not in output
+    assert f"transport:   amqp://guest:**@127.0.0.1:5672/{stack.vhost.name}" in (
+        (state / "worker.log").read_text(errors="replace")
+    )
