@@ -219,15 +219,20 @@ class Audit:
         return [(r[0], r[1], r[2]) for r in rows.fetchall()]
 
     def requeue_lost(
-        self, lost: Sequence[tuple[int, str]], after: float
+        self,
+        lost: Sequence[tuple[int, str]],
+        after: float,
+        where: str = "in no Redis queue nor unacked set",
     ) -> list[tuple[str, QueuedPartition]]:
-        """Re-send (part id, task id) pairs whose message is gone, unless the row moved on."""
+        """Re-send (part id, task id) pairs whose message is gone, unless the row moved on.
+        `where` says where it was looked for, for the requeue reason."""
         rows = self.conn.execute(
             self._q("requeue_lost_messages"),
             {
                 "part_ids": [p for p, _ in lost],
                 "task_ids": [t for _, t in lost],
                 "after": after,
+                "where": where,
             },
         )
         return [(r[0], QueuedPartition(*r[1:])) for r in rows.fetchall()]

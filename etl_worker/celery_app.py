@@ -2,7 +2,8 @@
 
 Producer and workers build the app from the same settings, so they agree on the settings
 that only work when every party shares them (the Redis visibility timeout: with several
-values in play the shortest wins, per Celery's Redis caveats).
+values in play the shortest wins, per Celery's Redis caveats; RabbitMQ's queue arguments:
+it refuses a declaration that differs). What depends on the broker is in brokers.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any
 
 from celery import Celery
 
+from etl_worker import brokers
 from etl_worker.config import Settings
-from etl_worker.network import redis_transport_options
 
 TASK_NAME = "etl.process_partition"
 AUTOSCALER = "etl_worker.ops.autoscale:MemoryAwareAutoscaler"
@@ -21,30 +22,13 @@ SWEEP_TASK_NAME = "etl.sweep"
 
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        # Redis redelivers a message not acked this long after it was *fetched*. It must
-        # exceed the task time limit, or a slow but healthy task gets a parallel twin.
-        "visibility_timeout": settings.visibility_timeout,
-        # Live workers put back messages unacked past the visibility timeout (a dead node's).
-        # kombu scans every interval x throttle seconds, ~100 s by default whatever the
-        # timeout; scan every min(10 s, timeout / 4) instead, so such a message is back at
-        # most that long after its timeout. One ZRANGE per worker per interval.
-        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
-        "unacked_restore_throttle": 1,
-    }
-    # A broker gone silent (packets dropped, the socket still "established") is noticed
-    # within ETL_NETWORK_TIMEOUT: keepalives, reply and connect timeouts, kombu's BRPOP
-    # check (network.py). Then the worker cancels its running tasks and reconnects.
-    options.update(redis_transport_options(settings.network_timeout))
-    if settings.redis_key_prefix:
-        # Every key (queues, unacked set, bindings, pidbox) under one prefix: fleets and test
-        # runs sharing a Redis never see each other's messages.
-        options["global_keyprefix"] = settings.redis_key_prefix
-    return options
+    """Redis' or RabbitMQ's transport options (brokers.py)."""
+    return brokers.transport_options(settings)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
+        **brokers.celery_options(settings),
         "broker_url": settings.broker_url,
         "broker_transport_options": broker_transport_options(settings),
         # Keep retrying the broker forever, at start-up too: a worker that starts before
@@ -65,13 +49,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Failures and time-limit kills are acked: a failed partition is recorded in the audit
         # table and retried only by an explicit retry, the sweeper or --resume.
         "task_acks_on_failure_or_timeout": True,
-        # One message per pool process, and none fetched while every process is busy
-        # (Redis only, Celery >= 5.6): a message's visibility clock starts when it is
-        # fetched, and a busy node must not sit on partitions an idle node could run.
+        # One message per pool process (on Redis also none fetched while every process is
+        # busy: brokers.celery_options).
         "worker_prefetch_multiplier": 1,
-        "worker_disable_prefetch": True,
-        # On broker connection loss Redis restores every unacked message, including tasks
-        # still running; cancel those so the redelivered copy is the only one.
+        # On broker connection loss Redis restores every unacked message, and RabbitMQ
+        # returns them to the queue, including tasks still running; cancel those so the
+        # redelivered copy is the only one.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Hard limit kills the pool process; the soft limit fires first so the task can roll
         # back and record why. Both below the visibility timeout (Settings checks it).

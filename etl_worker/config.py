@@ -92,6 +92,10 @@ class Settings:
         default=defaults.NETWORK_TIMEOUT, metadata=_env("NETWORK_TIMEOUT", float)
     )
     max_attempts: int = field(default=defaults.MAX_ATTEMPTS, metadata=_env("MAX_ATTEMPTS", int))
+    #: RabbitMQ only (x-delivery-limit of the quorum queues); every party must share it.
+    delivery_limit: int = field(
+        default=defaults.DELIVERY_LIMIT, metadata=_env("DELIVERY_LIMIT", int)
+    )
     max_retries: int = field(default=defaults.MAX_RETRIES, metadata=_env("MAX_RETRIES", int))
     retry_backoff_base: float = field(
         default=defaults.RETRY_BACKOFF_BASE, metadata=_env("RETRY_BACKOFF_BASE", float)
@@ -173,6 +177,12 @@ class Settings:
             raise ConfigError("ETL_SWEEP_INTERVAL must be positive")
         if self.max_attempts < 1:
             raise ConfigError("ETL_MAX_ATTEMPTS must be at least 1")
+        if self.delivery_limit <= self.max_attempts:
+            raise ConfigError(
+                f"ETL_DELIVERY_LIMIT ({self.delivery_limit}) must exceed ETL_MAX_ATTEMPTS "
+                f"({self.max_attempts}): RabbitMQ would drop a message before the audit "
+                "table gives its partition up and says why"
+            )
         if self.lease_seconds <= 0:
             raise ConfigError("ETL_LEASE_SECONDS must be positive")
         if self.process_memory_bytes <= 0:

@@ -56,6 +56,11 @@ NETWORK_TIMEOUT = 15.0
 #: Attempts (deliveries that started the work) before a partition is marked failed. Bounds
 #: the kill/requeue loop of a partition that always gets its process OOM-killed.
 MAX_ATTEMPTS = 4
+#: RabbitMQ only: a message returned to its quorum queue this many times is dropped
+#: (x-delivery-limit), a second guard behind MAX_ATTEMPTS. Far above it, because RabbitMQ
+#: counts every return, and most start no attempt: each warm shutdown or lost connection
+#: returns the messages a worker had prefetched. 20 is RabbitMQ 4's own default.
+DELIVERY_LIMIT = 20
 #: Retries of one attempt for transient errors (connection drops, serialization failures).
 MAX_RETRIES = 5
 #: Exponential backoff for those retries: base * 2**n seconds, capped, with "equal jitter":

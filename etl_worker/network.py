@@ -1,6 +1,7 @@
 """How long a connection may stay silent before it is given up, in each client library's
-own terms: libpq's connection parameters (psycopg and ADBC) and the Redis transport's
-options (kombu and redis-py). `db.py` and `celery_app.py` apply them to every connection.
+own terms: libpq's connection parameters (psycopg and ADBC) and the broker transports'
+options (kombu with redis-py or py-amqp). `db.py` and `brokers.py` apply them to every
+connection.
 
 A network partition drops packets without a FIN or an RST, so both ends keep the socket
 "established". Without these settings a read waiting for a reply waits forever, and data
@@ -14,6 +15,8 @@ declared dead within `seconds` (ETL_NETWORK_TIMEOUT), in three ways:
   where keepalives do not run;
 - timeouts on connecting, and on every Redis command's reply (`socket_timeout`), plus
   kombu's own check of the BRPOP it keeps waiting on the broker (`health_check_interval`).
+  (RabbitMQ: the keepalives and TCP_USER_TIMEOUT on py-amqp's socket, and a connect
+  timeout; AMQP heartbeats stay at Celery's default, see `amqp_transport_options`.)
 """
 
 from __future__ import annotations
@@ -100,4 +103,17 @@ def redis_transport_options(seconds: float) -> dict[str, Any]:
         # brpop_timeout + 2 * health_check_interval <= seconds. redis-py also PINGs a
         # connection idle this long before reusing it.
         "health_check_interval": max(1, int((seconds - Transport.brpop_timeout) // 2)),
+    }
+
+
+def amqp_transport_options(seconds: float) -> dict[str, Any]:
+    """kombu pyamqp transport options (passed to py-amqp's Connection). py-amqp always turns
+    SO_KEEPALIVE on, with its own TCP values (a first probe after 60 s, TCP_USER_TIMEOUT of
+    1 s); `socket_settings` replaces them with ours. No read or write timeout: a consumer
+    legitimately waits for messages for as long as the queue is empty. AMQP heartbeats
+    stay at Celery's default (broker_heartbeat, 120 s): a client that sends none while
+    idle (a producer between two runs) would have RabbitMQ close its connection."""
+    return {
+        "connect_timeout": seconds,
+        "socket_settings": _tcp_options(DeadPeerTimeouts(seconds)),
     }

@@ -17,11 +17,13 @@ from typing import Any
 
 import pandas as pd
 import psycopg
+from amqp.exceptions import AMQPError, MessageNacked
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import sql
 from redis.exceptions import RedisError
 
+from etl_worker import brokers
 from etl_worker.audit import Audit, QueuedPartition, RunMode, RunSpec
 from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings, redact_url
@@ -74,8 +76,6 @@ class Enqueued:
     notes: tuple[str, ...] = ()
 
 
-#: Messages per Redis pipeline flush when enqueueing.
-BATCH_SIZE = 1000
 #: AMQP delivery mode 2, what Celery sends by default (kombu's Redis transport ignores it).
 PERSISTENT = 2
 
@@ -233,8 +233,10 @@ def send_tasks(
     started = time.perf_counter()
     try:
         _publish(app, settings, run_id, parts)
-    # Redis' own errors too: publishes go out unretried, straight from the pipeline.
-    except (KombuOperationalError, RedisError, OSError) as exc:
+    # Redis' and py-amqp's own errors too: publishes go out unretried, straight from the
+    # pipeline (Redis) or the channel (RabbitMQ: a closed channel, or a publish it refused
+    # to take, which only publisher confirms tell: MessageNacked).
+    except (KombuOperationalError, RedisError, AMQPError, MessageNacked, OSError) as exc:
         raise ServiceUnavailable(
             f"the broker at {redact_url(settings.broker_url)} failed while enqueueing run "
             f"{run_id} ({first_line(exc)}); its partitions are recorded — when "
@@ -265,10 +267,14 @@ def _publish(
     queue copies and a retry wrapper that a batch of identical sends needs once (measured:
     40,000 messages in 3.5 s through `send_task`, 1.3 s this way). No retry per message: a
     broker error ends the enqueue with the --resume hint (send_tasks)."""
-    with app.producer_or_acquire() as producer, producer.batch(max_size=BATCH_SIZE):
-        # kombu >= 5.7 buffers these publishes in a Redis pipeline, flushed every
-        # BATCH_SIZE messages: 40,000 tasks take one round trip per batch, not per task.
-        producer.maybe_declare(app.amqp.queues[settings.queue])
+    # On RabbitMQ the queue of a run enqueued elsewhere (a sweep re-sending it) is declared
+    # with the fleet's quorum arguments, not as a missing queue Celery would make up.
+    amqp = brokers.is_amqp(settings)
+    queue = brokers.task_queue(settings) if amqp else app.amqp.queues[settings.queue]
+    # A round trip per window of messages, not per message: a Redis pipeline, or RabbitMQ's
+    # publisher confirms awaited a window at a time (brokers.bulk_producer).
+    with brokers.bulk_producer(app, settings) as (producer, sent):
+        producer.maybe_declare(queue)
         for part in parts:
             kwargs: dict[str, Any] = {"run_id": run_id, "zip": part.key, "part_id": part.part_id}
             if part.split is not None:
@@ -292,6 +298,7 @@ def _publish(
                 retry=False,
                 **properties,
             )
+            sent()
 
 
 def prepare(
@@ -477,7 +484,7 @@ def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) ->
         candidates = audit.resume_candidates(run_id)
         running = {p for p, _, _, live in candidates if live}
         waiting = {t for _, state, t, _ in candidates if state in ("queued", "retrying")}
-        queued = still_queued(app, {settings.queue: waiting})
+        queued = still_queued(app, settings, {settings.queue: waiting})
         send = [p for p, _, t, live in candidates if not live and t not in queued]
         parts = audit.requeue_unfinished(run_id, send) if send else []
         seconds = send_tasks(app, settings, run_id, parts)

@@ -13,7 +13,10 @@ truth; Celery's and Redis's own bookkeeping is not):
   delivery takes the dead process's lease over, see `pipeline._claim`.)
 - **Its message vanished**: a Redis restart without persistence, a producer that died
   mid-send, a retry whose publish failed. The row says queued or retrying, but its task id is
-  in no queue list and no unacked hash of the broker.
+  in no queue list and no unacked hash of the broker. (On RabbitMQ, which cannot be asked
+  about one message: its queue holds no ready message at all, `brokers.missing_task_ids`.
+  A RabbitMQ worker that dies gives its unacked messages back the moment its connection
+  closes, so the lease path above is the one that finds a dead worker's partitions there.)
 
 Timing order (Settings enforces it):
 
@@ -42,19 +45,16 @@ costs a duplicate delivery, never a duplicate row: that is pipeline.py's guarant
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
-import redis
 from celery import Celery
 
-from etl_worker import migrations
+from etl_worker import brokers, migrations
 from etl_worker.audit import Audit, QueuedPartition
 from etl_worker.celery_app import make_app
 from etl_worker.config import Settings
@@ -65,9 +65,6 @@ from etl_worker.partition import partition_label
 from etl_worker.producer import run_queue, send_tasks
 
 log = logging.getLogger(__name__)
-
-#: Messages read per LRANGE/HSCAN call while looking for task ids.
-SCAN_CHUNK = 1000
 
 
 @dataclass
@@ -86,9 +83,11 @@ class RunSweep:
 @dataclass
 class SweepResult:
     runs: dict[str, RunSweep] = field(default_factory=dict)
-    #: Waiting partitions old enough to be looked up in Redis.
+    #: Waiting partitions old enough to be looked up in the broker.
     checked: int = 0
     lost_after: int = 0
+    #: Where a lost message was looked for (brokers.LOST_WHERE).
+    lost_where: str = brokers.LOST_WHERE[brokers.REDIS][0]
 
     @property
     def requeued(self) -> int:
@@ -103,7 +102,7 @@ class SweepResult:
         for sweep in self.runs.values():
             for labels, why in (
                 (sweep.expired, "whose lease expired (worker died)"),
-                (sweep.lost, f"whose message was in no Redis queue after {self.lost_after}s"),
+                (sweep.lost, f"whose message was {self.lost_where} after {self.lost_after}s"),
             ):
                 if labels:
                     shown = ", ".join(labels[:10]) + (" ..." if len(labels) > 10 else "")
@@ -114,65 +113,14 @@ class SweepResult:
         return out
 
 
-def broker_task_ids(app: Celery, queues: Iterable[str]) -> set[str]:
-    """Task ids of every message in the queues' lists (all priority levels) and in the
-    transport's unacked hash (delivered, not yet acked: running, or waiting out a countdown).
-
-    The unacked hash is read before and after the lists: a message moves list -> worker ->
-    unacked in one step of the worker's loop, so it is in one of the three reads."""
-    queue_names = sorted(set(queues))
-    with app.connection_for_write() as conn:
-        channel: Any = conn.default_channel
-        # A plain client on kombu's own pool: kombu's prefixing client rewrites only the
-        # commands kombu uses, so this one adds the global key prefix itself, explicitly.
-        client = redis.Redis(connection_pool=channel.client.connection_pool)
-        prefix = getattr(channel, "global_keyprefix", "") or ""
-        unacked = prefix + channel.unacked_key
-        ids = _unacked_ids(client, unacked)
-        for queue in queue_names:
-            for priority in channel.priority_steps:
-                ids |= _list_ids(client, prefix + channel._q_for_pri(queue, priority))
-        ids |= _unacked_ids(client, unacked)
-    return ids
-
-
-def still_queued(app: Celery, waiting: Mapping[str, set[str]]) -> set[str]:
+def still_queued(app: Celery, settings: Settings, waiting: Mapping[str, set[str]]) -> set[str]:
     """Of the task ids waiting in each queue (queue name -> ids), those whose message the
-    broker still holds: `etl-enqueue --resume` sends those no second time. Redis answers
-    per message (`broker_task_ids`); another broker gets its own form here."""
+    broker may still hold: `etl-enqueue --resume` sends those no second time. Redis answers
+    per message; RabbitMQ per queue (brokers.missing_task_ids says why)."""
     if not any(waiting.values()):
         return set()
-    present = broker_task_ids(app, waiting)
-    return {t for ids in waiting.values() for t in ids if t in present}
-
-
-def _task_id(raw: bytes | str) -> str | None:
-    """The Celery task id in a raw kombu message (protocol 2 keeps it in the headers)."""
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(message, list) and message:  # an unacked entry: [message, exchange, key]
-        message = message[0]
-    headers = message.get("headers") if isinstance(message, dict) else None
-    task_id = headers.get("id") if isinstance(headers, dict) else None
-    return task_id if isinstance(task_id, str) else None
-
-
-def _list_ids(client: redis.Redis, key: str) -> set[str]:
-    ids: set[str] = set()
-    start = 0
-    while True:
-        chunk: Any = client.lrange(key, start, start + SCAN_CHUNK - 1)
-        ids.update(i for i in map(_task_id, chunk) if i)
-        if len(chunk) < SCAN_CHUNK:
-            return ids
-        start += SCAN_CHUNK
-
-
-def _unacked_ids(client: redis.Redis, key: str) -> set[str]:
-    entries = (value for _tag, value in client.hscan_iter(key, count=SCAN_CHUNK))
-    return {i for i in map(_task_id, entries) if i}
+    missing = brokers.missing_task_ids(app, settings, waiting)
+    return {t for ids in waiting.values() for t in ids if t not in missing}
 
 
 def sweep(
@@ -186,7 +134,8 @@ def sweep(
     app = app or make_app(settings)
     audit = Audit(conn, settings.audit_schema)
     after = settings.lost_message_after
-    result = SweepResult(lost_after=after)
+    where = brokers.LOST_WHERE[brokers.broker_kind(settings.broker_url)]
+    result = SweepResult(lost_after=after, lost_where=where[0])
     if current_version(conn, settings.audit_schema) is None:
         return result  # no audit schema: no run was ever enqueued in this database
 
@@ -197,12 +146,15 @@ def sweep(
     candidates = audit.unsent_candidates(run_id, after)
     result.checked = len(candidates)
     if candidates:
-        queues = {run_queue(audit.get_run(r), settings) for r in {c[0] for c in candidates}}
-        present = broker_task_ids(app, queues)
-        lost = [(part, task) for _, part, task in candidates if task not in present]
+        queues = {r: run_queue(audit.get_run(r), settings) for r in {c[0] for c in candidates}}
+        waiting: dict[str, set[str]] = defaultdict(set)
+        for run, _, task in candidates:
+            waiting[queues[run]].add(task)
+        missing = brokers.missing_task_ids(app, settings, waiting)
+        lost = [(part, task) for _, part, task in candidates if task in missing]
         if lost:
             with conn.transaction():
-                requeued = audit.requeue_lost(lost, after)
+                requeued = audit.requeue_lost(lost, after, where[1])
                 _send(settings, app, audit, requeued, result, lost=True)
     for line in result.lines():
         log.info("%s", line)

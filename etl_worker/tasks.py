@@ -15,7 +15,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init
 
-from etl_worker import memory, pipeline, supervisor, sweeper
+from etl_worker import brokers, memory, pipeline, supervisor, sweeper
 from etl_worker.celery_app import SWEEP_TASK_NAME, TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import worker_context
@@ -75,7 +75,7 @@ def process_partition(
         )
     except RetryLater as later:
         log.info("partition %s: %s; again in %.1fs", key.label, later.detail, later.countdown)
-        raise self.retry(countdown=later.countdown) from None
+        raise self.retry(countdown=brokers.retry_countdown(settings, later.countdown)) from None
     log.info("partition %s %s %s", key.label, outcome.status, outcome.detail)
     return {"status": outcome.status, "rows": outcome.stats.get("rows_written")}
 

@@ -20,6 +20,7 @@ IMAGES=(
     "python:3.11-slim-bookworm python.Dockerfile"
     "postgres:15-bookworm postgres.Dockerfile"
     "redis:7-bookworm redis.Dockerfile"
+    "rabbitmq:3 rabbitmq.Dockerfile"
 )
 
 force=false

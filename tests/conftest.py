@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from etl_worker.bench.fleet import delete_redis_prefix
+from tests.support import rabbit
 from tests.support.services import (
     BASE_BROKER_URL,
     Flower,
@@ -30,9 +32,23 @@ def fresh_database() -> Iterator[str]:
 
 
 @pytest.fixture
-def stack(fresh_database: str) -> Iterator[Stack]:
-    """A database, a Redis key prefix and a queue of this test's own."""
+def stack(request: pytest.FixtureRequest, fresh_database: str) -> Iterator[Stack]:
+    """A database, a broker namespace and a queue of this test's own. The broker is Redis
+    (a key prefix) unless the test is parametrised with "amqp" (`rabbit.BOTH_BROKERS`):
+    RabbitMQ, on a virtual host of the test's own, deleted after."""
     tag = uuid.uuid4().hex[:10]
+    if getattr(request, "param", "redis") == "amqp":
+        if not rabbit.available():
+            why = f"no RabbitMQ (rabbitmqctl and {rabbit.BASE_AMQP_URL}) on this machine"
+            if os.environ.get("CI"):
+                pytest.fail(f"{why}: .ci/run must start it in CI")
+            pytest.skip(why)
+        vhost = rabbit.Vhost()
+        try:
+            yield Stack(fresh_database, vhost.url, "", f"etl-{tag}", vhost=vhost)
+        finally:
+            vhost.delete()
+        return
     prefix = f"etltest-{tag}:"
     yield Stack(fresh_database, BASE_BROKER_URL, prefix, f"etl-{tag}")
     delete_redis_prefix(BASE_BROKER_URL, prefix)

@@ -24,7 +24,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: transform; each also reads its ETL_* variable (shown in --help).
 _SETTING_OPTIONS = [
     ("database_url", "--database-url", "Postgres URL (raw, target and audit tables)."),
-    ("broker_url", "--broker-url", "Redis broker URL (a password in it is never logged)."),
+    (
+        "broker_url",
+        "--broker-url",
+        "Broker URL, redis:// or amqp:// (a password in it is never logged).",
+    ),
     ("raw_table", "--raw-table", "Table to read, as table or schema.table."),
     ("target_table", "--target-table", "Table to write; created like the raw table if missing."),
     ("partition_column", "--partition-column", "Column that splits the work into tasks."),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etl_worker import producer
+from etl_worker.brokers import REDIS, broker_kind
 from etl_worker.config import Settings, redact_url
 from etl_worker.devtools.embedded import EmbeddedServices, ensure_postgres, ensure_redis
 from etl_worker.devtools.seed import seed_raw_table
@@ -93,7 +94,9 @@ def run_demo(
     services = EmbeddedServices()
     try:
         database_url = ensure_postgres(settings.database_url, services, options.state_dir / "pg")
-        broker_url = ensure_redis(settings.broker_url, services, options.state_dir / "redis")
+        broker_url = settings.broker_url
+        if broker_kind(broker_url) == REDIS:  # RabbitMQ has no embedded fallback: it is used
+            broker_url = ensure_redis(broker_url, services, options.state_dir / "redis")
         for note in services.notes:
             say(note)
         settings = settings.replace(database_url=database_url, broker_url=broker_url)

@@ -7,6 +7,10 @@ Waiting messages are the queue's Redis list (LLEN); delivered ones sit in kombu'
 hash until their task ends (HLEN) — in-flight work, so a fleet busy on its last partitions
 is not scaled in under them. The hash holds every queue's in-flight messages under the
 Redis key prefix: give each fleet its own ETL_REDIS_KEY_PREFIX (or Redis database).
+On RabbitMQ, waiting messages are the queue's ready count (a passive queue.declare, no
+management plugin), and in-flight ones the tasks the live workers say they hold (`inspect
+active` and `reserved`): a dead worker's unacked messages are back in the queue the moment
+its connection closes, so no other consumer holds any (brokers.py).
 
 Processes are counted from the workers' own replies (`inspect stats`): each worker's
 autoscaler limit (the processes memory allows it, see autoscale.py) or its fixed pool size.
@@ -21,12 +25,13 @@ extra). Tests read the computed `Backlog` and never call AWS.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from celery import Celery
 
+from etl_worker import brokers
 from etl_worker.config import Settings, redact_url
 from etl_worker.db import first_line
 from etl_worker.errors import ConfigError, ServiceUnavailable
@@ -64,20 +69,16 @@ def worker_capacity(stats: Mapping[str, Any]) -> int:
 
 
 def read_backlog(app: Celery, settings: Settings, timeout: float = INSPECT_TIMEOUT) -> Backlog:
-    """Measure the backlog of `settings.queue` now: two Redis reads, two broadcasts."""
-    with app.connection_for_read() as conn:
-        try:
-            conn.ensure_connection(max_retries=1)
-            channel = conn.default_channel
-            # The channel's client adds the global key prefix, as the workers' does.
-            queued = int(channel.client.llen(settings.queue))
-            in_flight = int(channel.client.hlen(channel.unacked_key))
-        except Exception as exc:
-            raise ServiceUnavailable(
-                f"cannot read queue {settings.queue!r} at {redact_url(settings.broker_url)}: "
-                f"{first_line(exc)} — check ETL_BROKER_URL and that "
-                f"{broker_name(settings.broker_url)} is running"
-            ) from exc
+    """Measure the backlog of `settings.queue` now: two broker reads (Redis) or one
+    (RabbitMQ), two broadcasts (four on RabbitMQ)."""
+    try:
+        queued, unacked = brokers.queue_lengths(app, settings)
+    except Exception as exc:
+        raise ServiceUnavailable(
+            f"cannot read queue {settings.queue!r} at {redact_url(settings.broker_url)}: "
+            f"{first_line(exc)} — check ETL_BROKER_URL and that "
+            f"{broker_name(settings.broker_url)} is running"
+        ) from exc
     inspect = app.control.inspect(timeout=timeout)
     consuming = {
         name
@@ -86,7 +87,20 @@ def read_backlog(app: Celery, settings: Settings, timeout: float = INSPECT_TIMEO
     }
     stats = inspect.stats() or {}
     processes = sum(worker_capacity(stats[name]) for name in consuming if name in stats)
+    in_flight = unacked
+    if in_flight is None:
+        held = [inspect.active() or {}, inspect.reserved() or {}]
+        in_flight = sum(
+            tasks_of(requests.get(name) or (), settings.queue)
+            for requests in held
+            for name in consuming
+        )
     return Backlog(settings.queue, queued, in_flight, len(consuming), processes)
+
+
+def tasks_of(requests: Iterable[Mapping[str, Any]], queue: str) -> int:
+    """How many of a worker's `inspect active`/`reserved` requests came from `queue`."""
+    return sum(1 for r in requests if (r.get("delivery_info") or {}).get("routing_key") == queue)
 
 
 class MetricSink(Protocol):

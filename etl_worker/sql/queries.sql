@@ -67,14 +67,15 @@ WHERE state IN ('queued', 'retrying')
   AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s::text);
 
 -- name: requeue_lost_messages
--- Re-send partitions whose message is in no Redis queue nor unacked set. Matching the task id
+-- Re-send partitions whose message is nowhere in the broker (%(where)s says how it was
+-- looked for: "in no Redis queue nor unacked set"). Matching the task id
 -- as well makes it a no-op for a row a worker claimed (or another sweeper re-sent) since
 -- the check.
 UPDATE {schema}.partitions p
 SET state = 'queued', task_id = gen_random_uuid()::text, lease_owner = NULL,
     lease_expires_at = NULL, queued_at = now(), requeues = p.requeues + 1,
-    requeue_reason = format('message %%s was in no Redis queue nor unacked set after %%ss',
-                            p.task_id, %(after)s)
+    requeue_reason = format('message %%s was %%s after %%ss', p.task_id, %(where)s::text,
+                            %(after)s)
 FROM unnest(%(part_ids)s::bigint[], %(task_ids)s::text[]) AS lost(part_id, task_id)
 WHERE p.part_id = lost.part_id AND p.task_id = lost.task_id
   AND p.state IN ('queued', 'retrying')

@@ -1,6 +1,7 @@
-"""The broker goes away: Redis restarts mid-run (with and without persistence), and
-messages vanish from it. Each test runs its own redis-server; the shared one is never
-touched."""
+"""The broker goes away: Redis restarts mid-run (with and without persistence), messages
+vanish from it, RabbitMQ restarts or drops every connection. Each test runs its own
+redis-server or rabbitmq-server node (or, to drop connections, a RabbitMQ vhost of its
+own); the shared ones are never touched."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import redis
 
 from tests.support.cli import run_cli
 from tests.support.data import audit_rows, make_raw_table
+from tests.support.rabbit import RabbitNode
 from tests.support.reliability import exactly_once
 from tests.support.runs import SLOW, WaitingProducer, rows_in_state, start_run, wait_for_run_end
 from tests.support.servers import RedisServer
@@ -204,5 +206,106 @@ def test_zips_whose_messages_vanished_are_swept_back_by_the_workers_or_beat(
         "a sweep (the worker's own, or beat's etl.sweep: they take one turn per interval) "
         "found the 6 queued zips' task ids in no queue and no unacked set once older than "
         "ETL_SWEEP_AFTER=6 s, re-enqueued them once each; all finished",
+        recovery_seconds=recovered,
+    )
+
+
+@pytest.fixture
+def rabbit_node() -> Iterator[RabbitNode]:
+    """A rabbitmq-server node of the test's own (the machine's is never restarted)."""
+    node = RabbitNode()
+    yield node
+    node.stop()
+
+
+def test_rabbitmq_restart_mid_run_loses_no_queued_zip(
+    stack: Stack,
+    start_worker: Callable[..., Worker],
+    rabbit_node: RabbitNode,
+    enqueue_and_wait: Callable[..., WaitingProducer],
+) -> None:
+    """The RabbitMQ form of the persistent-Redis restart: quorum queues write every message
+    to disk before confirming it, so the queued zips survive a SIGKILL of the node."""
+    url = stack.database_url
+    make_raw_table(url, zips=10, rows_per_zip=5)
+    env = SHORT_TIMINGS | {"ETL_BROKER_URL": rabbit_node.url, "ETL_TEST_SLEEP": "1"}
+    worker = start_worker(concurrency=2, **env)
+    producer = enqueue_and_wait("--all-zips", "--transform", SLOW, **env)
+    run_id = producer.run_id
+    wait_until(lambda: mid_run(url, run_id), timeout=120, what="the run to be under way")
+    running = set(rows_in_state(url, run_id, "started"))
+
+    rabbit_node.crash()  # SIGKILL the node; start it again on the same data directory
+    crashed = time.monotonic()
+    # A zip taken just before the crash counts as running; the rest waited in the queue.
+    running |= set(rows_in_state(url, run_id, "started"))
+    queued = set(rows_in_state(url, run_id, "queued"))
+    rabbit_node.start()
+    restarted, down = crashed, time.monotonic() - crashed
+
+    assert producer.wait(180) == 0, producer.stderr()
+    recovered = time.monotonic() - restarted
+    rows = audit_rows(url, run_id)
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    # The zips queued at the restart came back from the quorum queue's log with their own
+    # messages: none was sent again. Running zips were cancelled on the connection loss,
+    # ended their lease, and came back with their message (never acked) or the sweeper.
+    swept = {k for k, r in rows.items() if r["requeues"]}
+    assert swept <= running
+    assert all("with no outcome" in str(rows[k]["requeue_reason"]) for k in swept)
+    assert not {k for k in queued if rows[k]["requeues"]}
+    assert "Connection to broker lost" in worker.log()
+    exactly_once(
+        url,
+        "RabbitMQ restarts mid-run (quorum queue)",
+        "SIGKILL the test's own rabbitmq-server node, start it again on its data directory "
+        f"(down {down:.1f} s: the node takes that long to start)",
+        f"worker and waiting producer reconnected; the {len(running)} running zip(s) were "
+        f"cancelled and ended their lease: {len(swept)} re-sent by the sweeper, "
+        f"{len(running) - len(swept)} redelivered by RabbitMQ (never acked); the "
+        f"{len(queued)} queued zip(s) survived in the quorum queue, none sent again",
+        recovery_seconds=recovered,
+    )
+
+
+@pytest.mark.parametrize("stack", ["amqp"], indirect=True)
+def test_rabbitmq_closing_every_connection_of_the_vhost_mid_run_loses_nothing(
+    stack: Stack,
+    start_worker: Callable[..., Worker],
+    enqueue_and_wait: Callable[..., WaitingProducer],
+) -> None:
+    """Every client connection of the fleet cut at once, the broker itself staying up
+    (`rabbitmqctl close_all_connections --vhost`, the test's vhost alone): what a broker
+    restart does to the clients, without its recovery time. Unacked messages go back to the
+    queue at once; the running zips, cancelled, come back with them or through the sweeper."""
+    url = stack.database_url
+    make_raw_table(url, zips=10, rows_per_zip=5)
+    env = SHORT_TIMINGS | {"ETL_TEST_SLEEP": "1"}
+    worker = start_worker(concurrency=2, **env)
+    producer = enqueue_and_wait("--all-zips", "--transform", SLOW, **env)
+    run_id = producer.run_id
+    wait_until(lambda: mid_run(url, run_id), timeout=120, what="the run to be under way")
+    running = set(rows_in_state(url, run_id, "started"))
+
+    stack.vhost.close_connections()
+    dropped = time.monotonic()
+    running |= set(rows_in_state(url, run_id, "started"))  # taken just before the close
+    queued = set(rows_in_state(url, run_id, "queued"))
+
+    assert producer.wait(180) == 0, producer.stderr()
+    recovered = time.monotonic() - dropped
+    rows = audit_rows(url, run_id)
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    swept = {k for k, r in rows.items() if r["requeues"]}
+    assert swept <= running
+    assert not {k for k in queued if rows[k]["requeues"]}
+    assert "Connection to broker lost" in worker.log()
+    exactly_once(
+        url,
+        "the broker closes every connection of the fleet mid-run",
+        "`rabbitmqctl close_all_connections --vhost` (the test's vhost alone), the broker up",
+        f"worker and waiting producer reconnected; the {len(running)} running zip(s) were "
+        f"cancelled and ended their lease: {len(swept)} re-sent by the sweeper, the others "
+        "redelivered by RabbitMQ (never acked); no queued zip lost or sent again",
         recovery_seconds=recovered,
     )

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.cli import IDENTITY, run_cli
 from tests.support.data import audit_rows, make_raw_table
+from tests.support.rabbit import BOTH_BROKERS
 from tests.support.reliability import exactly_once, record
 from tests.support.runs import WaitingProducer, start_run, wait_for_run_end
 from tests.support.services import Stack, Worker
@@ -28,6 +29,7 @@ def snapshot(url: str, zips: list[str]) -> list[tuple[object, ...]]:
         ).fetchall()
 
 
+@BOTH_BROKERS
 def test_poison_zips_fail_alone_keep_their_previous_rows_and_resume_retries_just_them(
     stack: Stack,
     start_worker: Callable[..., Worker],

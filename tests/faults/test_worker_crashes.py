@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,7 @@ import pytest
 
 from tests.support.cgroups import MemoryLimit
 from tests.support.data import audit_rows, make_raw_table, table_difference
+from tests.support.rabbit import BOTH_BROKERS, BROKER_NAMES
 from tests.support.reliability import exactly_once, record
 from tests.support.runs import SLOW, WaitingProducer, rows_in_state, start_run, wait_for_run_end
 from tests.support.services import Stack, Worker, wait_until
@@ -32,6 +34,7 @@ def lease_pid(row: dict[str, object]) -> int:
     return int(str(row["lease_owner"]).split(":")[1])
 
 
+@BOTH_BROKERS
 def test_a_pool_process_killed_mid_task_is_requeued_at_once_and_finishes_on_another(
     stack: Stack, start_worker: Callable[..., Worker]
 ) -> None:
@@ -70,6 +73,7 @@ def test_a_pool_process_killed_mid_task_is_requeued_at_once_and_finishes_on_anot
     )
 
 
+@BOTH_BROKERS
 def test_a_dead_node_s_zips_are_swept_by_the_other_workers_and_redelivery_changes_nothing(
     stack: Stack, start_worker: Callable[..., Worker]
 ) -> None:
@@ -90,7 +94,7 @@ def test_a_dead_node_s_zips_are_swept_by_the_other_workers_and_redelivery_change
 
     wait_until(victim_busy, timeout=120, what="the victim node to finish a zip and start more")
     victim.kill_group()  # SIGKILL to the node's whole process group, as a terminated machine
-    killed = time.monotonic()
+    killed, killed_at = time.monotonic(), time.time()
     in_flight = {
         k: r
         for k, r in rows_in_state(url, run_id, "started").items()
@@ -125,17 +129,32 @@ def test_a_dead_node_s_zips_are_swept_by_the_other_workers_and_redelivery_change
     assert table_difference(url, "raw_companies", "clean_companies") == (0, 0)
     assert "whose lease expired (worker died)" in survivor.log()  # the survivor swept
 
-    # Redis still holds the dead node's original messages as unacked; after the visibility
-    # timeout the survivor restores them, and each delivery finds its zip finished.
+    # The dead node's original messages come back: Redis keeps them unacked until the
+    # visibility timeout, then the survivor restores them; RabbitMQ returns them to the
+    # queue the moment the dead node's connection closes. Each delivery finds its zip
+    # finished (or, on RabbitMQ, still leased: it waits for the lease, then finds it so).
     originals = [str(r["task_id"]) for r in in_flight.values()]
     wait_until(
         lambda: all(f"[{t}] succeeded" in survivor.log() for t in originals),
         timeout=90,
-        what="Redis to redeliver the dead node's messages",
+        what=f"{stack.broker} to redeliver the dead node's messages",
     )
     for task_id in originals:
         line = next(x for x in survivor.log().splitlines() if f"[{task_id}] succeeded" in x)
         assert "'status': 'skipped'" in line
+    returned = max(received_at(survivor.log(), t) for t in originals) - killed_at
+    if stack.broker == "amqp":
+        assert returned < 3, f"RabbitMQ returned the dead node's messages after {returned}s"
+        redelivery = (
+            f"RabbitMQ returned the originals {returned:.1f} s after the kill (its connection "
+            "closed), before the lease expired: their deliveries waited for the lease, then "
+            "found the zips finished and did nothing"
+        )
+    else:  # 10 s after they were fetched (before the kill), at most 2 s late
+        redelivery = (
+            f"Redis's redelivery of the originals {returned:.1f} s after the kill (visibility "
+            "timeout 10 s from their fetch) found them finished and did nothing"
+        )
     assert audit_rows(url, run_id) == rows  # the redeliveries changed no audit row
     exactly_once(
         url,
@@ -144,11 +163,19 @@ def test_a_dead_node_s_zips_are_swept_by_the_other_workers_and_redelivery_change
         f"{len(in_flight)} zip(s) re-enqueued {detected:.1f} s after the kill by the "
         "surviving worker's own sweep, with no producer waiting and no etl-sweep (lease "
         "expired; ETL_LEASE_SECONDS=3, ETL_SWEEP_INTERVAL=1), finished on the other node; "
-        "Redis's later redelivery of the originals found them finished and did nothing",
+        + redelivery,
         recovery_seconds=recovered,
     )
 
 
+def received_at(log: str, task_id: str) -> float:
+    """Wall-clock time (epoch seconds) of a worker log's first `Task ...[id] received`."""
+    line = next(x for x in log.splitlines() if f"[{task_id}] received" in x)
+    stamp = line[1 : line.index(": ")]  # [2026-12-01 15:46:25,026: INFO/MainProcess]
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+@BOTH_BROKERS
 def test_warm_shutdown_finishes_running_zips_and_leaves_the_rest_queued(
     stack: Stack, start_worker: Callable[..., Worker]
 ) -> None:
@@ -183,10 +210,12 @@ def test_warm_shutdown_finishes_running_zips_and_leaves_the_rest_queued(
         "warm shutdown (SIGTERM) mid-run",
         "SIGTERM to the worker while 2 zips run",
         f"stopped taking work, finished its 2 running zips (shutdown took {shutdown:.1f} s), "
-        "left the rest queued in Redis; a new worker ran them; every zip attempted once",
+        f"left the rest queued in {BROKER_NAMES[stack.broker]}; a new worker ran them; every "
+        "zip attempted once",
     )
 
 
+@BOTH_BROKERS
 def test_a_zip_over_the_memory_ceiling_or_killed_every_time_fails_clearly_without_a_loop(
     stack: Stack,
     start_worker: Callable[..., Worker],

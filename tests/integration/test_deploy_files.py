@@ -77,7 +77,23 @@ def test_the_compose_stack_is_valid_with_the_example_env(tmp_path: Path) -> None
         "flower",
         "seed",
         "enqueue",
+        "rabbitmq",
+        "worker-rabbitmq",
+        "enqueue-rabbitmq",
     }  # fmt: skip (no sweeper: the workers sweep)
+    # RabbitMQ instead of Redis: its own profile, the same worker on an amqp:// URL.
+    for name in ("rabbitmq", "worker-rabbitmq", "enqueue-rabbitmq"):
+        assert services[name]["profiles"] == ["rabbitmq"]
+    rabbit_worker = services["worker-rabbitmq"]
+    assert rabbit_worker["command"] == services["worker"]["command"]
+    assert rabbit_worker["environment"]["ETL_BROKER_URL"] == (
+        "amqp://etl:change-me-rabbitmq@rabbitmq:5672/"
+    )
+    assert "redis" not in rabbit_worker["depends_on"]
+    assert (
+        "consumer_timeout 2700000"
+        in (services["rabbitmq"]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"])
+    )
     redis_command = " ".join(services["redis"]["command"])
     assert "--requirepass change-me-redis" in redis_command
     assert "--appendonly yes" in redis_command
@@ -108,7 +124,9 @@ def test_the_example_env_holds_placeholders_and_the_real_env_is_ignored_by_git()
     )
 
     passwords = {k: v for k, v in settings.items() if k.endswith("PASSWORD")}
-    assert set(passwords) == {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_PASSWORD"}
+    assert set(passwords) == {
+        "POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD", "FLOWER_PASSWORD"
+    }  # fmt: skip
     assert all(v.startswith("change-me") for v in passwords.values())
     ignored = run("git", "check-ignore", "--no-index", ".env")
     assert ignored.stdout.strip() == ".env"

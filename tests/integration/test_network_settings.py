@@ -1,6 +1,6 @@
 """Every TCP socket a worker opens carries ETL_NETWORK_TIMEOUT's keepalives and TCP user
 timeout, read back from the kernel with getsockopt: the control and data connections to
-Postgres (psycopg, ADBC), the heartbeat's own (bounded by half the lease), and Redis."""
+Postgres (psycopg, ADBC), the heartbeat's own (bounded by half the lease), Redis and RabbitMQ."""
 
 from __future__ import annotations
 
@@ -100,6 +100,18 @@ def test_redis_connections_carry_keepalives_and_a_user_timeout(settings: Setting
     app = make_app(settings)
     with app.connection_for_write() as conn:
         sockets = opened_sockets(lambda: conn.default_channel.client.ping())
+
+        assert sockets
+        assert all(tcp_options(s) == given_up_within(6) for s in sockets)
+
+
+@pytest.mark.parametrize("stack", ["amqp"], indirect=True)
+def test_rabbitmq_connections_carry_keepalives_and_a_user_timeout(settings: Settings) -> None:
+    # py-amqp sets its own values (a first probe after 60 s, a TCP user timeout of 1 s) unless
+    # given socket_settings (network.amqp_transport_options).
+    app = make_app(settings)
+    with app.connection_for_write() as conn:
+        sockets = opened_sockets(lambda: conn.ensure_connection(max_retries=1))
 
         assert sockets
         assert all(tcp_options(s) == given_up_within(6) for s in sockets)

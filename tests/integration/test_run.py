@@ -11,6 +11,7 @@ import psycopg
 
 from tests.support.cli import IDENTITY, enqueue, run_json
 from tests.support.data import make_raw_table, scalar, table_difference
+from tests.support.rabbit import BOTH_BROKERS
 from tests.support.services import Stack, Worker
 
 
@@ -22,6 +23,7 @@ def audit_states(stack: Stack, run_id: str) -> dict[str | None, str]:
     return {key: state for key, state in rows}
 
 
+@BOTH_BROKERS
 def test_full_run_writes_every_row_once_and_audits_every_zip(
     stack: Stack, start_worker: Callable[..., Worker]
 ) -> None:

@@ -9,10 +9,11 @@ import threading
 import psycopg
 import redis
 
+from etl_worker.brokers import broker_task_ids
 from etl_worker.celery_app import make_app
 from etl_worker.config import Settings
 from etl_worker.db import connect
-from etl_worker.sweeper import SweepResult, broker_task_ids, take_turn_and_sweep
+from etl_worker.sweeper import SweepResult, take_turn_and_sweep
 from tests.support.cli import IDENTITY, run_cli
 from tests.support.data import audit_rows, make_raw_table, scalar
 from tests.support.runs import start_run

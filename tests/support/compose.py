@@ -118,6 +118,7 @@ class ComposeProject:
             "POSTGRES_DB": "etl",
             "POSTGRES_PASSWORD": secrets.token_hex(12),
             "REDIS_PASSWORD": secrets.token_hex(12),
+            "RABBITMQ_PASSWORD": secrets.token_hex(12),  # the rabbitmq profile, unused here
             "FLOWER_PASSWORD": secrets.token_hex(12),
             "ETL_IMAGE": TEST_IMAGE,
             **self.env,

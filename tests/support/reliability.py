@@ -34,6 +34,8 @@ def record(
     if not path:
         return
     test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    if "[amqp" in test:  # run on both brokers (rabbit.BOTH_BROKERS): say which one this was
+        fault += ", on RabbitMQ"
     row = {
         "fault": fault,
         "injected": injected,

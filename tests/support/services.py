@@ -25,6 +25,9 @@ import psycopg
 import redis
 from psycopg import sql
 
+from etl_worker.brokers import AMQP, broker_kind, ready_messages
+from etl_worker.celery_app import make_app
+from etl_worker.config import Settings
 from etl_worker.devtools.embedded import free_port
 
 BASE_DATABASE_URL = os.environ.get(
@@ -76,6 +79,8 @@ class Stack:
     prefix: str
     queue: str
     extra: dict[str, str] = field(default_factory=dict)
+    #: The RabbitMQ virtual host of an "amqp" stack (tests/support/rabbit.py), else None.
+    vhost: Any = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -92,8 +97,17 @@ class Stack:
         env.update(self.extra)
         return env
 
+    @property
+    def broker(self) -> str:
+        """ "redis" or "amqp" (RabbitMQ), from the broker URL."""
+        return broker_kind(self.broker_url)
+
     def queued(self) -> int:
-        """Messages waiting in the stack's queue (its Redis list, under the key prefix)."""
+        """Messages waiting in the stack's queue (its Redis list, under the key prefix; its
+        RabbitMQ queue's ready messages)."""
+        if self.broker == AMQP:
+            app = make_app(Settings.load(self.env))
+            return ready_messages(app, self.queue)
         client = redis.Redis.from_url(self.broker_url)
         try:
             return int(client.llen(self.prefix + self.queue))

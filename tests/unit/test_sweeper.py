@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from etl_worker.brokers import _task_id
 from etl_worker.celery_app import SWEEP_TASK_NAME, broker_transport_options, celery_config
 from etl_worker.config import Settings
 from etl_worker.errors import ConfigError
-from etl_worker.sweeper import RunSweep, SweepResult, _task_id
+from etl_worker.sweeper import RunSweep, SweepResult
 
 
 def test_timings_must_keep_their_order() -> None:
