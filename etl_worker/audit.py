@@ -372,3 +372,33 @@ class Audit:
     def slowest(self, run_id: str, limit: int = 5) -> list[tuple[Any, ...]]:
         rows = self.conn.execute(self._q("run_slowest"), {"run_id": run_id, "limit": limit})
         return [tuple(r) for r in rows]
+
+    # -- contracts and incremental runs (issue 15) ------------------------------------------
+
+    def record_contract_failures(self, part_id: int, failures: dict[str, Any]) -> None:
+        params = {"part_id": part_id, "failures": Jsonb(failures)}
+        self.conn.execute(self._q("record_contract_failures"), params)
+
+    def finished_extras_sql(self, part_id: int, **values: Any) -> str:
+        """`mark_finished_extras` bound, for the write transaction (like finished_sql)."""
+        failures = values.get("contract_failures")
+        values["contract_failures"] = None if failures is None else Jsonb(failures)
+        return self.bind(self._q("mark_finished_extras"), {"part_id": part_id, **values})
+
+    def contract_failures(self, run_id: str) -> list[tuple[Any, ...]]:
+        """(key, lo, hi, state, rows quarantined, failures) of partitions a contract flagged."""
+        rows = self.conn.execute(self._q("contract_failures"), {"run_id": run_id})
+        return [tuple(r) for r in rows]
+
+    def record_incremental(self, run_id: str, summary: dict[str, Any]) -> None:
+        params = {"run_id": run_id, "incremental": Jsonb(summary)}
+        self.conn.execute(self._q("record_incremental"), params)
+
+    def incremental(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(self._q("run_incremental"), {"run_id": run_id}).fetchone()
+        return None if row is None or row[0] is None else dict(row[0])
+
+    def last_finished(self, since: str, raw_table: str, column: str) -> list[tuple[Any, ...]]:
+        """Per partition key: its last finished run up to `since` (last_finished_per_partition)."""
+        params = {"since": since, "raw_table": raw_table, "partition_column": column}
+        return [tuple(r) for r in self.conn.execute(self._q("last_finished_per_partition"), params)]

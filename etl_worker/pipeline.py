@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 from psycopg import sql
 
-from etl_worker import deaths, memory, retry
+from etl_worker import deaths, memory, retry, run_checks
 from etl_worker.audit import lease_owner
 from etl_worker.context import PreparedRun, WorkerContext
 from etl_worker.db import first_line
@@ -335,8 +335,11 @@ def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey)
 def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionKey) -> Outcome:
     audit = ctx.audit
     started = time.perf_counter()
-    part = transform_partition(ctx, run, key)
     where, params = predicate(key, run.partition_column, run.split_column)
+    raw_fingerprint = run_checks.fingerprint_before_read(ctx, run, where, params)
+    part = transform_partition(ctx, run, key)
+    # The run's contract (if any): raises ContractViolation, or splits off rows to quarantine.
+    checked = run_checks.enforce_contract(ctx, run, part_id, key, part.data)
     bind = audit.bind
     write_started = time.perf_counter()
 
@@ -366,7 +369,8 @@ def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionK
         if not run.spec.dry_run:
             delete = sql.SQL("DELETE FROM {} WHERE {}").format(run.target.ident, where)
             cur.execute(bind(delete, params))
-            rows_written = ingest(cur, run.target, part.data)
+            rows_written = ingest(cur, run.target, checked.valid)
+            run_checks.write_quarantine(cur, ctx, run, where, params, checked)
         finished = time.perf_counter()
         stats = {
             "rows_read": part.rows_read,
@@ -380,6 +384,7 @@ def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionK
             "peak_rss_bytes": memory.peak_rss(),
         }
         cur.execute(audit.finished_sql(part_id, stats))
+        cur.execute(run_checks.finished_extras_sql(ctx, run, part_id, raw_fingerprint, checked))
         ctx.adbc.commit()
     except BaseException:
         _safe(ctx.adbc.rollback)

@@ -21,6 +21,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import sql
 from redis.exceptions import RedisError
 
+from etl_worker import contracts, incremental
 from etl_worker.audit import Audit, QueuedPartition, RunMode, RunSpec
 from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings, redact_url
@@ -45,6 +46,7 @@ from etl_worker.errors import (
     ServiceUnavailable,
     TableNotFound,
 )
+from etl_worker.fingerprints import code_fingerprint
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
 from etl_worker.partition import key_text
@@ -61,6 +63,8 @@ class Enqueued:
     seconds: float
     resumed: bool = False
     warnings: tuple[str, ...] = ()
+    #: An incremental run's selection (incremental.Selection.as_json()).
+    incremental: dict[str, Any] | None = None
 
 
 #: Messages per Redis pipeline flush when enqueueing.
@@ -347,8 +351,12 @@ def enqueue_run(
     zip_table: str | None = None,
     create_index: bool = False,
     app: Celery | None = None,
+    changed_since: str | None = None,
+    remove_vanished: bool = False,
 ) -> Enqueued:
-    """Start a new run over all partitions (or the given ones) and send its tasks."""
+    """Start a new run over all partitions (or the given ones) and send its tasks; with
+    `changed_since`, only the partitions changed since their last finished run up to that
+    run (incremental.py)."""
     mode = RunMode.NORMAL
     if settings.dry_run:
         mode = RunMode.DRY_RUN
@@ -361,10 +369,18 @@ def enqueue_run(
         check_broker(app, settings)
         raw, target = TableName.parse(settings.raw_table), TableName.parse(settings.target_table)
         keys = None if zips is None else list(dict.fromkeys(zips))
-        plan, options, plan_warnings = plan_run(
+        options: dict[str, Any] = contracts.run_options(conn, settings, target)
+        selection = None
+        if changed_since is not None:
+            selection = _select_changed(
+                settings, conn, raw, column, changed_since, options, remove_vanished
+            )
+            keys = selection.keys
+        plan, plan_options, plan_warnings = plan_run(
             settings, conn, raw, raw_columns, column, keys, zip_table
         )
         warnings.extend(plan_warnings)
+        options.update(plan_options)
         # Where its workers listen: the sweeper re-sends the run's partitions there.
         options["queue"] = settings.queue
         spec = RunSpec(
@@ -379,12 +395,12 @@ def enqueue_run(
         warning = check_transform_output(settings, spec, raw_columns)
         if warning:
             warnings.append(warning)
-        if not spec.dry_run:
-            create_target(conn, raw, target, column.name)
         audit = Audit(conn, settings.audit_schema)
         audit.ensure_schema()
         with conn.transaction():
             audit.create_run(spec)
+            if selection is not None:
+                audit.record_incremental(run_id, selection.as_json())
             parts = audit.add_partitions(
                 run_id, [p.key for p in plan], [(p.lo, p.hi) for p in plan]
             )
@@ -392,7 +408,35 @@ def enqueue_run(
         audit.mark_run_enqueued(run_id)
     for w in warnings:
         log.warning(w)
-    return Enqueued(run_id, len(parts), seconds, warnings=tuple(warnings))
+    summary = None if selection is None else selection.as_json()
+    return Enqueued(run_id, len(parts), seconds, warnings=tuple(warnings), incremental=summary)
+
+
+def _select_changed(
+    settings: Settings,
+    conn: psycopg.Connection,
+    raw: TableName,
+    column: Column,
+    since: str,
+    options: dict[str, Any],
+    remove_vanished: bool,
+) -> incremental.Selection:
+    audit = Audit(conn, settings.audit_schema)
+    audit.ensure_schema()
+    code = code_fingerprint(
+        settings.transform, options.get("contract", ""), options.get("quarantine", "")
+    )
+    return incremental.select(
+        conn,
+        audit,
+        since=since,
+        raw_table=settings.raw_table,
+        raw=raw,
+        column=column,
+        target_table=settings.target_table,
+        code=code,
+        remove_vanished=remove_vanished,
+    )
 
 
 def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) -> Enqueued:
@@ -416,4 +460,5 @@ def describe(result: Enqueued) -> dict[str, Any]:
         "partitions": result.partitions,
         "enqueue_seconds": round(result.seconds, 3),
         "resumed": result.resumed,
+        **({"incremental": result.incremental} if result.incremental else {}),
     }

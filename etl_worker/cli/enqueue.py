@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from etl_worker import defaults, producer
+from etl_worker import defaults, incremental, producer
 from etl_worker.cli.common import handle_errors, load_settings, setting_options
 from etl_worker.config import env_var
 from etl_worker.reporting import testmode
@@ -75,6 +75,33 @@ from etl_worker.reporting.verify import format_diff
     f"[env {env_var('split_column')}; default the raw table's integer primary key].",
 )
 @click.option(
+    "--contract",
+    default=None,
+    help="A pandera DataFrameModel or DataFrameSchema (module:Name) each partition's output must "
+    "pass before it is written; a partition that breaks it fails, unwritten "
+    f"[env {env_var('contract')}; needs the contracts extra].",
+)
+@click.option(
+    "--quarantine",
+    "quarantine_table",
+    default=None,
+    help="With --contract: write the offending rows (with the checks they failed) to this table "
+    "and the others to the target, instead of failing the partition "
+    f"[env {env_var('quarantine_table')}].",
+)
+@click.option(
+    "--changed-since",
+    metavar="RUN_ID",
+    help="With --all-zips: enqueue only partitions that are new or whose raw rows, transform or "
+    "target differ from their last finished run up to RUN_ID.",
+)
+@click.option(
+    "--remove-vanished",
+    is_flag=True,
+    help="With --changed-since: partitions gone from the raw table are enqueued too, and their "
+    "tasks delete their rows from the target.",
+)
+@click.option(
     "--wait", is_flag=True, help="Show progress until the run ends; exit 1 if any partition failed."
 )
 @click.option(
@@ -98,6 +125,10 @@ def main(
     create_index: bool,
     split_rows: int | None,
     split_column: str | None,
+    contract: str | None,
+    quarantine_table: str | None,
+    changed_since: str | None,
+    remove_vanished: bool,
     wait: bool,
     as_json: bool,
     **overrides: str | None,
@@ -114,6 +145,8 @@ def main(
         key_column=key_column,
         split_rows=split_rows,
         split_column=split_column,
+        contract=contract,
+        quarantine_table=quarantine_table,
         **overrides,
     )
     chosen = [all_zips, zips is not None, zip_table is not None, resume_run is not None]
@@ -121,6 +154,10 @@ def main(
         raise click.UsageError(
             "choose exactly one of --all-zips, --zips, --zip-table, --resume, --test"
         )
+    if changed_since is not None and not all_zips:
+        raise click.UsageError("--changed-since goes with --all-zips")
+    if remove_vanished and changed_since is None:
+        raise click.UsageError("--remove-vanished goes with --changed-since")
     comparison = None
     if settings.test_mode:
         # From here on the run's raw table is the sample and its target the test table.
@@ -134,7 +171,12 @@ def main(
             if not selected:
                 raise click.UsageError("--zips needs at least one value")
         result = producer.enqueue_run(
-            settings, zips=selected, zip_table=zip_table, create_index=create_index
+            settings,
+            zips=selected,
+            zip_table=zip_table,
+            create_index=create_index,
+            changed_since=changed_since,
+            remove_vanished=remove_vanished,
         )
     click.echo(result.run_id)
     verb = "re-enqueued" if result.resumed else "enqueued"
@@ -143,6 +185,8 @@ def main(
         f"({settings.raw_table} -> {settings.target_table})",
         err=True,
     )
+    if result.incremental is not None:
+        click.echo(incremental.describe(result.incremental), err=True)
     if not (wait or comparison):
         return
     status = wait_and_sweep(settings, result.run_id)
