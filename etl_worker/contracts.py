@@ -161,19 +161,23 @@ def _json_rows(rows: pa.Table) -> list[dict[str, Any]]:
     return json.loads(json.dumps(rows.to_pylist(), default=str))
 
 
-def summary(details: dict[str, Any]) -> str:
-    """One line: the failed checks and their counts, most failures first."""
-    checks = ", ".join(f"{c['check']} ({c['failures']:,})" for c in details["checks"][:5])
+def summary(details: dict[str, Any], *, counts: bool = True) -> str:
+    """The failed checks (with their counts), most failures first."""
+    shown = [
+        f"{c['check']} ({c['failures']:,})" if counts else c["check"] for c in details["checks"][:5]
+    ]
     more = len(details["checks"]) - 5
-    return checks + (f" and {more} more" if more > 0 else "")
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def violation(label: str, contract: str, details: dict[str, Any]) -> ContractViolation:
-    rows = details["rows_failed"]
-    what = f"{rows:,} of {details['rows_checked']:,} rows" if rows else "the partition itself"
+    """The partition's error. Its text names the checks but no counts, so etl-status groups
+    the partitions that failed the same checks; the counts are in `details`."""
+    what = "some rows" if details["rows_failed"] else "the partition as a whole"
     return ContractViolation(
-        f"partition {label} breaks contract {contract}: {what} failed {summary(details)} — "
-        "not written; fix the data or the transform, then etl-enqueue --resume",
+        f"partition {label} breaks contract {contract}: {what} failed "
+        f"{summary(details, counts=False)} — not written; fix the data or the transform, then "
+        "etl-enqueue --resume",
         details,
     )
 

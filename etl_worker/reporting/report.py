@@ -82,6 +82,7 @@ def render_html(status: RunStatus, parts: pd.DataFrame) -> str:
         ),
         "</div>",
         *_failures(status),
+        *_contract(status),
         *_slowest(status),
     ]
     body = "\n".join(sections)
@@ -144,6 +145,29 @@ def _failures(status: RunStatus) -> list[str]:
         _table(["zip", "attempts", "error"], rows, numeric={1}),
         f"<p>{more:,} more not listed.</p>" if more > 0 else "",
         f"<p>Retry them with <code>etl-enqueue --resume {html.escape(status.run_id)}</code>.</p>",
+    ]
+
+
+def _contract(status: RunStatus) -> list[str]:
+    """The run's contract failures, one row per check: values that failed it, partitions
+    refused or quarantined, and a sample of offending rows."""
+    if not status.contract_failures:
+        return []
+    rows = [
+        [
+            check,
+            entry["failures"],
+            entry["failed"],
+            entry["quarantined"],
+            ", ".join(entry["partitions"][:20]) + (" …" if len(entry["partitions"]) > 20 else ""),
+            "; ".join(str(row) for row in entry["rows"]),
+        ]
+        for check, entry in status.contract_failures.items()
+    ]
+    headers = ["check", "values", "failed", "quarantined", "zips", "offending rows (sample)"]
+    return [
+        f'<h2 id="contract">Contract failures by check ({len(rows):,})</h2>',
+        _table(headers, rows, numeric={1, 2, 3}),
     ]
 
 

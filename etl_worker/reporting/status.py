@@ -10,6 +10,7 @@ from typing import Any
 
 from etl_worker.audit import Audit, RunMode, State
 from etl_worker.partition import partition_label
+from etl_worker.reporting import contract_status
 from etl_worker.units import format_bytes, format_duration
 
 
@@ -35,6 +36,11 @@ class RunStatus:
     failures: list[dict[str, Any]] = field(default_factory=list)
     failures_by_error: dict[str, list[str]] = field(default_factory=dict)
     slowest: list[dict[str, Any]] = field(default_factory=list)
+    #: Contract failures grouped by check (contract_status.by_check).
+    contract_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: An incremental run's selection: what it enqueued, and what it skipped and why (the
+    #: skipped partitions are not in `total`).
+    incremental: dict[str, Any] | None = None
 
     @property
     def done(self) -> int:
@@ -99,6 +105,7 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
         memory_before_bytes=int(mem_before),
         memory_after_bytes=int(mem_after),
         largest_frame_bytes=largest,
+        incremental=audit.incremental(run_id),
     )
     if details:
         grouped: dict[str, list[str]] = defaultdict(list)
@@ -119,6 +126,7 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
             }
             for key, lo, hi, d, rows, worker in audit.slowest(run_id)
         ]
+        status.contract_failures = contract_status.by_check(audit, run_id)
     return status
 
 
@@ -161,6 +169,7 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
         f"{format_bytes(s.largest_frame_bytes)}  frames {format_bytes(s.memory_before_bytes)} -> "
         f"{format_bytes(s.memory_after_bytes)} after downcasting",
     ]
+    lines.extend(contract_status.format_skipped_line(s.incremental))
     if s.slowest:
         lines.append(
             "slowest    "
@@ -175,4 +184,5 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
             lines.append(f"  [{len(zips)}] {error}")
             lines.append(f"       zips: {shown}")
         lines.append(f"  retry them with: etl-enqueue --resume {s.run_id}")
+    lines.extend(contract_status.format_contract_lines(s.contract_failures))
     return "\n".join(lines)
