@@ -395,6 +395,9 @@ def enqueue_run(
         warning = check_transform_output(settings, spec, raw_columns)
         if warning:
             warnings.append(warning)
+        if not spec.dry_run:
+            create_target(conn, raw, target, column.name)
+            contracts.create_quarantine_for(conn, target, options)
         audit = Audit(conn, settings.audit_schema)
         audit.ensure_schema()
         with conn.transaction():
