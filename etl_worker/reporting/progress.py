@@ -47,6 +47,9 @@ def wait_for_run(
     console = Console(stderr=True)
     with connect(settings.database_url) as conn:
         audit = Audit(conn, settings.audit_schema)
+        # RunNotFound for an unknown run. A run and its partitions are recorded in one
+        # transaction, so a run with none (an incremental run with nothing changed) is done.
+        audit.get_run(run_id)
         progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(bar_width=24),
@@ -72,7 +75,7 @@ def wait_for_run(
                 progress.update(
                     bar, total=total, completed=finished + failed, rows=rows, failed=failed
                 )
-                if total and finished + failed >= total:
+                if finished + failed >= total:
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(
