@@ -23,7 +23,14 @@ def by_check(audit: Audit, run_id: str) -> dict[str, dict[str, Any]]:
         for check in details.get("checks", []):
             entry = grouped.setdefault(
                 check["check"],
-                {"failures": 0, "partitions": [], "failed": 0, "quarantined": 0, "rows": []},
+                {
+                    "column": check.get("column"),
+                    "failures": 0,
+                    "partitions": [],
+                    "failed": 0,
+                    "quarantined": 0,
+                    "rows": [],
+                },
             )
             entry["failures"] += int(check["failures"])
             entry["partitions"].append(label)
@@ -53,12 +60,15 @@ def format_contract_lines(
         )
         lines.append(f"       zips: {shown}")
         for row in entry["rows"]:
-            lines.append(f"       row: {_short(row)}")
+            lines.append(f"       row: {_short(row, entry['column'])}")
     return lines
 
 
-def _short(row: dict[str, Any], width: int = 110) -> str:
-    text = ", ".join(f"{k}={v!r}" for k, v in row.items())
+def _short(row: dict[str, Any], column: str | None, width: int = 110) -> str:
+    """An offending row on one line: the failed column first (JSON keeps no column order),
+    then id-like columns, then the rest."""
+    order = sorted(row, key=lambda k: (k != column, k != "id", list(row).index(k)))
+    text = ", ".join(f"{k}={row[k]!r}" for k in order)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
