@@ -385,6 +385,21 @@ class Audit:
         values["contract_failures"] = None if failures is None else Jsonb(failures)
         return self.bind(self._q("mark_finished_extras"), {"part_id": part_id, **values})
 
+    def record_raw_fingerprints(self, run_id: str, found: dict[str | None, Any]) -> None:
+        """Fingerprints ({key: fingerprints.RawFingerprint}) on the run's partitions."""
+        keys = [k for k in found if k is not None]
+        params = {
+            "run_id": run_id,
+            "keys": keys,
+            "rows": [found[k].rows for k in keys],
+            "hashes": [found[k].hash for k in keys],
+        }
+        self.conn.execute(self._q("record_raw_fingerprints"), params)
+        if None in found:
+            null = {"run_id": run_id, "rows": found[None].rows, "hash": found[None].hash}
+            self.conn.execute(self._q("record_raw_fingerprint_null"), null)
+        self.conn.execute(self._q("record_raw_fingerprint_splits"), {"run_id": run_id})
+
     def contract_failures(self, run_id: str) -> list[tuple[Any, ...]]:
         """(key, lo, hi, state, rows quarantined, failures) of partitions a contract flagged."""
         rows = self.conn.execute(self._q("contract_failures"), {"run_id": run_id})

@@ -4,12 +4,21 @@ match its last finished run.
 
 The raw fingerprint is computed by Postgres, never by pulling rows to the client: the row
 count, and the sum (as numeric, so it cannot overflow) of a 64-bit hash of each row's text
-(`hashtextextended(row::text, 0)`). A sum is order-independent and additive: the tasks of a
-split partition add up to the fingerprint of the whole partition, and one GROUP BY pass over
-the raw table gives every partition's fingerprint. An update, insert or delete changes the
-sum (unless two different rows hash alike: 1 in 2^64). Row text is the same on every
-connection because db.SESSION_OPTIONS fixes the settings it depends on (TimeZone,
-DateStyle, extra_float_digits).
+(`hashtextextended(row::text, 0)`). A sum is order-independent and additive: one GROUP BY
+pass over the raw table gives every partition's fingerprint, and a split partition's
+fingerprint can sit on its first task (the others count 0).
+
+The producer takes it at enqueue, for every partition of an `--all-zips` run, in that one
+pass, and records it on the partitions' audit rows. Taken before any task reads its rows, it
+is safe: a change in between makes the recorded fingerprint older than the rows written, so
+the next incremental run sees a change and reruns the partition (taken after the read, it
+could record a change that was never written). One pass costs about what the COPY read
+floor does (BENCHMARKS.md); a statement per partition in the workers, tried first, cost
+several times that in total (an index scan per partition, on top of the task's own read).
+
+An update, insert or delete changes the sum (unless two different rows hash alike: 1 in
+2^64). Row text is the same on every connection because db.SESSION_OPTIONS fixes the
+settings it depends on (TimeZone, DateStyle, extra_float_digits).
 
 The code fingerprint hashes the source of the modules that decide the rows written: the
 transform's and, when the run has one, the contract's, plus the run's quarantine table.
@@ -54,21 +63,6 @@ def _aggregates() -> sql.Composed:
     return sql.SQL(
         "count(*), coalesce(sum(hashtextextended(ROW({}.*)::text, 0)::numeric), 0)"
     ).format(_ROW)
-
-
-def partition_fingerprint(
-    conn: psycopg.Connection, raw: TableName, where: sql.Composable, params: dict[str, Any]
-) -> RawFingerprint:
-    """The fingerprint of the rows `where` selects (one partition, or one split of it).
-    Taken before the partition is read: a change between the two makes the recorded
-    fingerprint older than the rows written, so the next incremental run sees a change and
-    reruns the partition (taken after, it could record a change that was never written)."""
-    query = sql.SQL("SELECT {} FROM {} AS {} WHERE {}").format(
-        _aggregates(), raw.ident, _ROW, where
-    )
-    row = conn.execute(query, params).fetchone()
-    assert row is not None  # an aggregate always returns a row
-    return RawFingerprint.of(row)
 
 
 def all_fingerprints(

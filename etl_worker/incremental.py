@@ -47,6 +47,8 @@ class Selection:
     skipped: dict[str, int] = field(default_factory=dict)
     fingerprint_seconds: float = 0.0
     partitions_fingerprinted: int = 0
+    #: Every partition's raw fingerprint now (a vanished one's is empty), to record.
+    current: dict[str | None, RawFingerprint] = field(default_factory=dict)
 
     def add(self, key: str | None, reason: str) -> None:
         self.keys.append(key)
@@ -105,6 +107,7 @@ def select(
     current = all_fingerprints(conn, raw, column)
     selection.fingerprint_seconds = time.perf_counter() - started
     selection.partitions_fingerprinted = len(current)
+    selection.current = dict(current)
     last = baselines(audit, since, raw_table, column.name)
     for key, fingerprint in current.items():
         base = last.get(key)
@@ -123,6 +126,7 @@ def select(
             continue  # still there, or already emptied by an earlier run
         if remove_vanished and base.target_table == target_table:
             selection.add(key, VANISHED)
+            selection.current[key] = RawFingerprint(0, Decimal(0))
         else:
             selection.skip(VANISHED_KEPT)
     return selection

@@ -335,9 +335,8 @@ def transform_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey)
 def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionKey) -> Outcome:
     audit = ctx.audit
     started = time.perf_counter()
-    where, params = predicate(key, run.partition_column, run.split_column)
-    raw_fingerprint = run_checks.fingerprint_before_read(ctx, run, where, params)
     part = transform_partition(ctx, run, key)
+    where, params = predicate(key, run.partition_column, run.split_column)
     # The run's contract (if any): raises ContractViolation, or splits off rows to quarantine.
     checked = run_checks.enforce_contract(ctx, run, part_id, key, part.data)
     bind = audit.bind
@@ -384,7 +383,7 @@ def _process(ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionK
             "peak_rss_bytes": memory.peak_rss(),
         }
         cur.execute(audit.finished_sql(part_id, stats))
-        cur.execute(run_checks.finished_extras_sql(ctx, run, part_id, raw_fingerprint, checked))
+        cur.execute(run_checks.finished_extras_sql(ctx, run, part_id, checked))
         ctx.adbc.commit()
     except BaseException:
         _safe(ctx.adbc.rollback)

@@ -46,7 +46,7 @@ from etl_worker.errors import (
     ServiceUnavailable,
     TableNotFound,
 )
-from etl_worker.fingerprints import code_fingerprint
+from etl_worker.fingerprints import all_fingerprints, code_fingerprint
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
 from etl_worker.partition import key_text
@@ -381,6 +381,10 @@ def enqueue_run(
         )
         warnings.extend(plan_warnings)
         options.update(plan_options)
+        # The raw fingerprints incremental runs compare (fingerprints.py): of --all-zips runs.
+        found = None
+        if mode == RunMode.NORMAL and zips is None and zip_table is None:
+            found = selection.current if selection else all_fingerprints(conn, raw, column)
         # Where its workers listen: the sweeper re-sends the run's partitions there.
         options["queue"] = settings.queue
         spec = RunSpec(
@@ -407,6 +411,8 @@ def enqueue_run(
             parts = audit.add_partitions(
                 run_id, [p.key for p in plan], [(p.lo, p.hi) for p in plan]
             )
+            if found is not None:
+                audit.record_raw_fingerprints(run_id, found)
         seconds = send_tasks(app, settings, run_id, parts)
         audit.mark_run_enqueued(run_id)
     for w in warnings:

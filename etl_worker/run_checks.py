@@ -1,6 +1,7 @@
-"""The worker's hooks for a run's contract and fingerprints (issue 15), called by
-pipeline._process: the raw fingerprint before the read, the contract on the output before
-the write, the quarantine rows and the audit extras inside the write transaction."""
+"""The worker's hooks for a run's contract and code fingerprint (issue 15), called by
+pipeline._process: the contract on the output before the write, the quarantine rows and the
+audit extras inside the write transaction. (The raw rows' fingerprint is the producer's,
+taken at enqueue: see fingerprints.py.)"""
 
 from __future__ import annotations
 
@@ -11,21 +12,12 @@ from psycopg import sql
 from etl_worker import contracts
 from etl_worker.context import PreparedRun, WorkerContext
 from etl_worker.db import TableName
-from etl_worker.fingerprints import RawFingerprint, code_fingerprint, partition_fingerprint
+from etl_worker.fingerprints import code_fingerprint
 from etl_worker.load import ingest
 from etl_worker.partition import PartitionKey
 
 CONTRACT_OPTION = contracts.CONTRACT_OPTION
 QUARANTINE_OPTION = contracts.QUARANTINE_OPTION
-
-
-def fingerprint_before_read(
-    ctx: WorkerContext, run: PreparedRun, where: sql.Composable, params: dict[str, Any]
-) -> RawFingerprint | None:
-    """The raw rows' fingerprint (none for a dry run: it writes nothing to compare with)."""
-    if run.spec.dry_run:
-        return None
-    return partition_fingerprint(ctx.pg, run.raw, where, params)
 
 
 def enforce_contract(
@@ -72,11 +64,10 @@ def finished_extras_sql(
     ctx: WorkerContext,
     run: PreparedRun,
     part_id: int,
-    raw: RawFingerprint | None,
     checked: contracts.Checked,
 ) -> str:
-    """The statement recording a finished partition's fingerprints and contract outcome,
-    for its write transaction."""
+    """The statement recording a finished partition's code fingerprint and contract
+    outcome, for its write transaction."""
     options = run.spec.options
     code = code_fingerprint(
         run.spec.transform,
@@ -86,8 +77,6 @@ def finished_extras_sql(
     quarantined = checked.quarantined.num_rows if checked.quarantined is not None else None
     return ctx.audit.finished_extras_sql(
         part_id,
-        raw_rows=None if raw is None else raw.rows,
-        raw_hash=None if raw is None else raw.hash,
         code_fingerprint=code,
         rows_quarantined=quarantined,
         contract_failures=checked.details,

@@ -243,12 +243,29 @@ UPDATE {schema}.partitions SET contract_failures = %(failures)s
 WHERE part_id = %(part_id)s AND state <> 'finished';
 
 -- name: mark_finished_extras
--- In the write transaction, after mark_finished: the raw rows' fingerprint, the code's, and
--- the contract's outcome (rows quarantined, the checks they failed).
+-- In the write transaction, after mark_finished: the code's fingerprint and the contract's
+-- outcome (rows quarantined, the checks they failed).
 UPDATE {schema}.partitions
-SET raw_rows = %(raw_rows)s, raw_hash = %(raw_hash)s, code_fingerprint = %(code_fingerprint)s,
-    rows_quarantined = %(rows_quarantined)s, contract_failures = %(contract_failures)s
+SET code_fingerprint = %(code_fingerprint)s, rows_quarantined = %(rows_quarantined)s,
+    contract_failures = %(contract_failures)s
 WHERE part_id = %(part_id)s;
+
+-- name: record_raw_fingerprints
+-- The raw fingerprints the producer took at enqueue (fingerprints.py), on the run's
+-- partitions: on the first (or only) task of each partition, so that the tasks of a split
+-- partition sum to its fingerprint. A value's partition by `=`; the NULL partition apart.
+UPDATE {schema}.partitions p SET raw_rows = f.rows, raw_hash = f.hash
+FROM unnest(%(keys)s::text[], %(rows)s::bigint[], %(hashes)s::numeric[]) AS f(key, rows, hash)
+WHERE p.run_id = %(run_id)s AND p.split_lo IS NULL AND p.part_key = f.key;
+
+-- name: record_raw_fingerprint_null
+UPDATE {schema}.partitions SET raw_rows = %(rows)s, raw_hash = %(hash)s
+WHERE run_id = %(run_id)s AND split_lo IS NULL AND part_key IS NULL;
+
+-- name: record_raw_fingerprint_splits
+-- The other tasks of split partitions add nothing to their partition's fingerprint.
+UPDATE {schema}.partitions SET raw_rows = 0, raw_hash = 0
+WHERE run_id = %(run_id)s AND split_lo IS NOT NULL;
 
 -- name: contract_failures
 -- Contract failures of a run's partitions (failed, or finished with rows quarantined).

@@ -140,3 +140,21 @@ def test_a_changed_transform_or_target_reruns_every_partition(
     )
     assert keys(stack, other) == ALL
     assert status["incremental"]["enqueued"] == {"target_changed": 8}
+
+
+def test_a_split_partition_is_compared_whole(
+    stack: Stack, start_worker: Callable[..., Worker]
+) -> None:
+    make_raw_table(stack.database_url, zips=2, rows_per_zip=6)
+    start_worker(concurrency=1)
+    split = ("--transform", IDENTITY, "--split-rows", "3")
+    full, status, _ = run(stack, *split)
+    assert status["total"] > 4  # the 4 partitions were split into more tasks
+
+    unchanged, status, _ = run(stack, *split, "--changed-since", full)
+    assert keys(stack, unchanged) == set()
+
+    sql(stack, "UPDATE raw_companies SET notes = 'updated' WHERE id = 12")  # 00001's 2nd half
+    changed, status, _ = run(stack, *split, "--changed-since", unchanged)
+    assert keys(stack, changed) == {"00001"} and status["total"] == 2  # both of its tasks
+    assert table_difference(stack.database_url, "raw_companies", "clean_companies") == (0, 0)
