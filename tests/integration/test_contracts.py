@@ -5,6 +5,7 @@ failed checks in the audit, or its offending rows go to a quarantine table."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -50,7 +51,7 @@ def test_a_passing_contract_writes_every_partition(
 
 
 def test_a_breaking_partition_is_not_written_and_fails_once_with_its_checks(
-    stack: Stack, start_worker: Callable[..., Worker]
+    stack: Stack, start_worker: Callable[..., Worker], tmp_path: Path
 ) -> None:
     url = stack.database_url
     make_raw_table(url, zips=4, rows_per_zip=5)
@@ -86,6 +87,9 @@ def test_a_breaking_partition_is_not_written_and_fails_once_with_its_checks(
     assert grouped["failed"] == len(failed) and grouped["failures"] == scalar(url, BREAKING)
     text = run_cli("etl-status", run_id, env=stack.env).stdout
     assert f"[{scalar(url, BREAKING)} values] {CHECK}" in text
+    html = tmp_path / "report.html"
+    run_cli("etl-report", run_id, "--html", str(html), env=stack.env, check=True)
+    assert "Contract failures by check (1)" in html.read_text() and CHECK in html.read_text()
 
 
 def test_quarantine_writes_offending_rows_apart_and_the_rest_to_the_target(
