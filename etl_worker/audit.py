@@ -451,3 +451,48 @@ class Audit:
         """Bound, for the write transaction on ADBC (the fingerprint commits with the rows)."""
         params = {"part_id": part_id, "fingerprint": fingerprint}
         return self.bind(self._q("record_partition_fingerprint"), params)
+
+    # -- contracts and incremental runs (issue 15) ------------------------------------------
+
+    def record_contract_failures(self, part_id: int, failures: dict[str, Any]) -> None:
+        params = {"part_id": part_id, "failures": Jsonb(failures)}
+        self.conn.execute(self._q("record_contract_failures"), params)
+
+    def finished_extras_sql(self, part_id: int, **values: Any) -> str:
+        """`mark_finished_extras` bound, for the write transaction (like finished_sql)."""
+        failures = values.get("contract_failures")
+        values["contract_failures"] = None if failures is None else Jsonb(failures)
+        return self.bind(self._q("mark_finished_extras"), {"part_id": part_id, **values})
+
+    def record_raw_fingerprints(self, run_id: str, found: dict[str | None, Any]) -> None:
+        """Fingerprints ({key: fingerprints.RawFingerprint}) on the run's partitions."""
+        keys = [k for k in found if k is not None]
+        params = {
+            "run_id": run_id,
+            "keys": keys,
+            "rows": [found[k].rows for k in keys],
+            "hashes": [found[k].hash for k in keys],
+        }
+        self.conn.execute(self._q("record_raw_fingerprints"), params)
+        if None in found:
+            null = {"run_id": run_id, "rows": found[None].rows, "hash": found[None].hash}
+            self.conn.execute(self._q("record_raw_fingerprint_null"), null)
+        self.conn.execute(self._q("record_raw_fingerprint_splits"), {"run_id": run_id})
+
+    def contract_failures(self, run_id: str) -> list[tuple[Any, ...]]:
+        """(key, lo, hi, state, rows quarantined, failures) of partitions a contract flagged."""
+        rows = self.conn.execute(self._q("contract_failures"), {"run_id": run_id})
+        return [tuple(r) for r in rows]
+
+    def record_incremental(self, run_id: str, summary: dict[str, Any]) -> None:
+        params = {"run_id": run_id, "incremental": Jsonb(summary)}
+        self.conn.execute(self._q("record_incremental"), params)
+
+    def incremental(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(self._q("run_incremental"), {"run_id": run_id}).fetchone()
+        return None if row is None or row[0] is None else dict(row[0])
+
+    def last_finished(self, since: str, raw_table: str, column: str) -> list[tuple[Any, ...]]:
+        """Per partition key: its last finished run up to `since` (last_finished_per_partition)."""
+        params = {"since": since, "raw_table": raw_table, "partition_column": column}
+        return [tuple(r) for r in self.conn.execute(self._q("last_finished_per_partition"), params)]

@@ -136,6 +136,14 @@ class Settings:
     #: single-column integer primary key.
     split_column: str = field(default="", metadata=_env("SPLIT_COLUMN"))
 
+    #: A pandera DataFrameModel or DataFrameSchema (`module:Name`) every partition's output
+    #: must pass before it is written (contracts.py); empty: no contract.
+    contract: str = field(default="", metadata=_env("CONTRACT"))
+    #: With a contract: the table its offending rows go to, instead of failing the partition.
+    quarantine_table: str = field(default="", metadata=_env("QUARANTINE_TABLE"))
+    #: Offending rows kept per failed check in the audit row (a sample, not all of them).
+    contract_sample_rows: int = field(default=5, metadata=_env("CONTRACT_SAMPLE_ROWS", int))
+
     def __post_init__(self) -> None:
         check_database_url(self.database_url, env_var("database_url"))
         check_userinfo(self.broker_url, env_var("broker_url"))
@@ -187,6 +195,8 @@ class Settings:
             raise ConfigError("ETL_LEASE_SECONDS must be positive")
         if self.process_memory_bytes <= 0:
             raise ConfigError("ETL_PROCESS_MEMORY must be positive (e.g. 1GiB)")
+        if self.quarantine_table and not self.contract:
+            raise ConfigError("ETL_QUARANTINE_TABLE needs a contract (ETL_CONTRACT) to check")
         if self.split_rows < 0:
             raise ConfigError("ETL_SPLIT_ROWS must be 0 (no splitting) or a row count")
 

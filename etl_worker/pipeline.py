@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 from psycopg import sql
 
-from etl_worker import deaths, memory, retry
+from etl_worker import deaths, memory, retry, run_checks
 from etl_worker.audit import lease_owner
 from etl_worker.context import PreparedRun, RunGuards, WorkerContext
 from etl_worker.db import first_line
@@ -350,6 +350,8 @@ def _process(
     started = time.perf_counter()
     part = transform_partition(ctx, run, key, guards.snapshot_id)
     where, params = predicate(key, run.partition_column, run.split_column)
+    # The run's contract (if any): raises ContractViolation, or splits off rows to quarantine.
+    checked = run_checks.enforce_contract(ctx, run, part_id, key, part.data)
     bind = audit.bind
     write_started = time.perf_counter()
 
@@ -379,7 +381,8 @@ def _process(
         if not run.spec.dry_run:
             delete = sql.SQL("DELETE FROM {} WHERE {}").format(run.target.ident, where)
             cur.execute(bind(delete, params))
-            rows_written = ingest(cur, run.target, part.data)
+            rows_written = ingest(cur, run.target, checked.valid)
+            run_checks.write_quarantine(cur, ctx, run, where, params, checked)
         finished = time.perf_counter()
         stats = {
             "rows_read": part.rows_read,
@@ -394,6 +397,7 @@ def _process(
         }
         cur.execute(audit.partition_fingerprint_sql(part_id, guards.fingerprint))
         cur.execute(audit.finished_sql(part_id, stats))
+        cur.execute(run_checks.finished_extras_sql(ctx, run, part_id, checked))
         ctx.adbc.commit()
     except BaseException:
         _safe(ctx.adbc.rollback)

@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import sql
 from redis.exceptions import RedisError
 
-from etl_worker import brokers
+from etl_worker import brokers, contracts, incremental
 from etl_worker.audit import Audit, QueuedPartition, RunMode, RunSpec
 from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings, redact_url
@@ -50,6 +50,7 @@ from etl_worker.errors import (
     TransformError,
 )
 from etl_worker.fingerprint import allowed_modules, load_checked
+from etl_worker.fingerprints import all_fingerprints, code_fingerprint
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
 from etl_worker.partition import key_text, partition_label
@@ -74,6 +75,8 @@ class Enqueued:
     vanished: Vanished | None = None
     #: What the command says besides the count (a resume: what it did not send again).
     notes: tuple[str, ...] = ()
+    #: An incremental run's selection (incremental.Selection.as_json()).
+    incremental: dict[str, Any] | None = None
 
 
 #: AMQP delivery mode 2, what Celery sends by default (kombu's Redis transport ignores it).
@@ -399,10 +402,14 @@ def enqueue_run(
     app: Celery | None = None,
     snapshot: ExportedSnapshot | None = None,
     delete_vanished: bool = False,
+    changed_since: str | None = None,
 ) -> Enqueued:
     """Start a new run over all partitions (or the given ones) and send its tasks. With
     `snapshot`, the partitions are listed in it and every partition reads it (snapshot.py);
-    with `delete_vanished`, target rows of values gone from the raw table are deleted."""
+    with `delete_vanished`, target rows of values gone from the raw table are deleted; with
+    `changed_since`, only the partitions changed since their last finished run up to that
+    run (incremental.py) — and with `delete_vanished` too, the vanished partitions are
+    enqueued (their tasks delete their rows), so the run's summary counts them."""
     mode = RunMode.NORMAL
     if settings.dry_run:
         mode = RunMode.DRY_RUN
@@ -415,10 +422,23 @@ def enqueue_run(
         check_broker(app, settings)
         raw, target = TableName.parse(settings.raw_table), TableName.parse(settings.target_table)
         keys = None if zips is None else list(dict.fromkeys(zips))
-        plan, options, plan_warnings = plan_run(
-            settings, snapshot.conn if snapshot else conn, raw, raw_columns, column, keys, zip_table
+        listing = snapshot.conn if snapshot else conn
+        options: dict[str, Any] = contracts.run_options(conn, settings, target)
+        selection = None
+        if changed_since is not None:
+            selection = _select_changed(
+                settings, conn, raw, column, changed_since, options, delete_vanished
+            )
+            keys = selection.keys
+        plan, plan_options, plan_warnings = plan_run(
+            settings, listing, raw, raw_columns, column, keys, zip_table
         )
         warnings.extend(plan_warnings)
+        options.update(plan_options)
+        # The raw fingerprints incremental runs compare (fingerprints.py): of --all-zips runs.
+        found = None
+        if mode == RunMode.NORMAL and zips is None and zip_table is None:
+            found = selection.current if selection else all_fingerprints(listing, raw, column)
         # Where its workers listen: the sweeper re-sends the run's partitions there.
         options["queue"] = settings.queue
         spec = RunSpec(
@@ -443,19 +463,59 @@ def enqueue_run(
             log.warning(w)
         if not spec.dry_run:
             create_target(conn, raw, target, column.name)
-            if delete_vanished:
+            if delete_vanished and changed_since is None:
                 vanished = delete_vanished_rows(conn, raw, target, column)
                 options["deleted_vanished"] = {"values": vanished.values, "rows": vanished.rows}
+            contracts.create_quarantine_for(conn, target, options)
         audit = Audit(conn, settings.audit_schema)
         audit.ensure_schema()
         with conn.transaction():
             audit.create_run(spec)
+            if selection is not None:
+                audit.record_incremental(run_id, selection.as_json())
             parts = audit.add_partitions(
                 run_id, [p.key for p in plan], [(p.lo, p.hi) for p in plan]
             )
+            if found is not None:
+                audit.record_raw_fingerprints(run_id, found)
         seconds = send_tasks(app, settings, run_id, parts)
         audit.mark_run_enqueued(run_id)
-    return Enqueued(run_id, len(parts), seconds, warnings=tuple(warnings), vanished=vanished)
+    summary = None if selection is None else selection.as_json()
+    return Enqueued(
+        run_id,
+        len(parts),
+        seconds,
+        warnings=tuple(warnings),
+        vanished=vanished,
+        incremental=summary,
+    )
+
+
+def _select_changed(
+    settings: Settings,
+    conn: psycopg.Connection,
+    raw: TableName,
+    column: Column,
+    since: str,
+    options: dict[str, Any],
+    remove_vanished: bool,
+) -> incremental.Selection:
+    audit = Audit(conn, settings.audit_schema)
+    audit.ensure_schema()
+    code = code_fingerprint(
+        settings.transform, options.get("contract", ""), options.get("quarantine", "")
+    )
+    return incremental.select(
+        conn,
+        audit,
+        since=since,
+        raw_table=settings.raw_table,
+        raw=raw,
+        column=column,
+        target_table=settings.target_table,
+        code=code,
+        remove_vanished=remove_vanished,
+    )
 
 
 def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) -> Enqueued:
@@ -503,4 +563,5 @@ def describe(result: Enqueued) -> dict[str, Any]:
         "partitions": result.partitions,
         "enqueue_seconds": round(result.seconds, 3),
         "resumed": result.resumed,
+        **({"incremental": result.incremental} if result.incremental else {}),
     }

@@ -195,28 +195,35 @@ def load_transform(spec: str) -> Transform:
     The current directory is searched first, then sys.path. Cached: every partition of a run
     asks for the same transform. Raises `ConfigError` naming what is missing.
     """
+    target = load_named(spec, "transform", "(example: etl_worker.transforms:clean_companies)")
+    if not callable(target):
+        raise ConfigError(
+            f"transform {spec!r} is not callable: {spec.replace(':', '.')} is a "
+            f"{type(target).__name__} — check --transform"
+        )
+    return cast(Transform, target)
+
+
+def load_named(spec: str, what: str, example: str = "") -> object:
+    """The object named by `module:attribute` (a dotted attribute too), for the option
+    --`what` (transform, contract): errors name the option and what is missing."""
     module_name, colon, attribute = spec.partition(":")
     if not (colon and module_name and attribute):
         raise ConfigError(
-            f"transform {spec!r} is not 'module:function' "
-            "(example: etl_worker.transforms:clean_companies) — check --transform"
+            f"{what} {spec!r} is not 'module:{'function' if what == 'transform' else 'Name'}' "
+            f"{example + ' ' if example else ''}— check --{what}"
         )
-    module = _import(spec, module_name)
+    module = _import(spec, module_name, what)
     target: object = module
     for name in attribute.split("."):
         try:
             target = getattr(target, name)
         except AttributeError:
             raise ConfigError(
-                f"transform {spec!r} not found: module {module_name!r} has no attribute "
-                f"{attribute!r} — check --transform"
+                f"{what} {spec!r} not found: module {module_name!r} has no attribute "
+                f"{attribute!r} — check --{what}"
             ) from None
-    if not callable(target):
-        raise ConfigError(
-            f"transform {spec!r} is not callable: {module_name}.{attribute} is a "
-            f"{type(target).__name__} — check --transform"
-        )
-    return cast(Transform, target)
+    return target
 
 
 @contextmanager
@@ -239,7 +246,7 @@ def _working_directory_on_path() -> Iterator[None]:
             sys.path.remove(cwd)
 
 
-def _import(spec: str, module_name: str) -> object:
+def _import(spec: str, module_name: str, what: str = "transform") -> object:
     try:
         with _working_directory_on_path():
             return importlib.import_module(module_name)
@@ -247,14 +254,14 @@ def _import(spec: str, module_name: str) -> object:
         missing = exc.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
             raise ConfigError(
-                f"transform {spec!r} not found: no module named {missing!r} — check "
-                "--transform and that the module is installed on every worker"
+                f"{what} {spec!r} not found: no module named {missing!r} — check "
+                f"--{what} and that the module is installed on every worker"
             ) from None
         raise ConfigError(
-            f"transform {spec!r} could not be imported: module {module_name!r} needs "
+            f"{what} {spec!r} could not be imported: module {module_name!r} needs "
             f"{missing!r}, which is not installed"
         ) from exc
     except Exception as exc:  # the user's module raised while importing
         raise ConfigError(
-            f"transform {spec!r} could not be imported: {type(exc).__name__}: {exc}"
+            f"{what} {spec!r} could not be imported: {type(exc).__name__}: {exc}"
         ) from exc

@@ -15,8 +15,9 @@ from etl_worker.bench.statements import Statements
 PIPE_SHARE_TARGET = targets.PIPE_SHARE_TARGET
 PIPE = targets.PIPE
 #: Sections of BENCHMARKS.md another command writes (the image and a container's cold start:
-#: `python -m tests.support.container_bench`), kept as they are when etl-bench rewrites it.
-KEPT_SECTIONS = ("## Container",)
+#: `python -m tests.support.container_bench`; contracts and incremental runs:
+#: `python -m etl_worker.bench.changes`), kept as they are when etl-bench rewrites it.
+KEPT_SECTIONS = ("## Container", "## Contracts and incremental runs")
 
 
 def _mb(n: float) -> str:

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 
 import click
 
-from etl_worker import defaults, producer
+from etl_worker import defaults, incremental, producer
 from etl_worker.cli.common import COMMAND, handle_errors, load_settings, setting_options, wait_for
 from etl_worker.config import Settings, env_var
 from etl_worker.reporting import testmode
@@ -86,7 +86,29 @@ from etl_worker.snapshot import ExportedSnapshot
 @click.option(
     "--delete-vanished",
     is_flag=True,
-    help="With --all-zips: first delete the target rows whose zip is no longer in the raw table.",
+    help="With --all-zips: first delete the target rows whose zip is no longer in the raw table "
+    "(with --changed-since: enqueue those zips too; their tasks delete their rows).",
+)
+@click.option(
+    "--contract",
+    default=None,
+    help="A pandera DataFrameModel or DataFrameSchema (module:Name) each partition's output must "
+    "pass before it is written; a partition that breaks it fails, unwritten "
+    f"[env {env_var('contract')}; needs the contracts extra].",
+)
+@click.option(
+    "--quarantine",
+    "quarantine_table",
+    default=None,
+    help="With --contract: write the offending rows (with the checks they failed) to this table "
+    "and the others to the target, instead of failing the partition "
+    f"[env {env_var('quarantine_table')}].",
+)
+@click.option(
+    "--changed-since",
+    metavar="RUN_ID",
+    help="With --all-zips: enqueue only partitions that are new or whose raw rows, transform or "
+    "target differ from their last finished run up to RUN_ID.",
 )
 @click.option(
     "--wait",
@@ -119,6 +141,9 @@ def main(
     split_column: str | None,
     snapshot: bool,
     delete_vanished: bool,
+    contract: str | None,
+    quarantine_table: str | None,
+    changed_since: str | None,
     wait: bool,
     as_json: bool,
     **overrides: str | None,
@@ -137,6 +162,8 @@ def main(
         key_column=key_column,
         split_rows=split_rows,
         split_column=split_column,
+        contract=contract,
+        quarantine_table=quarantine_table,
         **overrides,
     )
     if as_json and not (wait or settings.test_mode):
@@ -160,6 +187,8 @@ def main(
         raise click.UsageError(
             "choose exactly one of --all-zips, --zips, --zip-table, --resume, --test"
         )
+    if changed_since is not None and not all_zips:
+        raise click.UsageError("--changed-since goes with --all-zips")
     if snapshot and (resume_run or not wait):
         raise click.UsageError(
             "--snapshot needs --wait (the snapshot lives while etl-enqueue waits) and a new "
@@ -175,6 +204,7 @@ def main(
             zip_table,
             create_index,
             snapshot,
+            changed_since,
             delete_vanished,
             wait,
             as_json,
@@ -189,6 +219,7 @@ def _enqueue_and_wait(
     zip_table: str | None,
     create_index: bool,
     snapshot: bool,
+    changed_since: str | None,
     delete_vanished: bool,
     wait: bool,
     as_json: bool,
@@ -218,6 +249,7 @@ def _enqueue_and_wait(
             create_index=create_index,
             snapshot=exported,
             delete_vanished=delete_vanished,
+            changed_since=changed_since,
         )
     # With --json, stdout is one JSON document (the run id inside) for `| jq`.
     click.echo(result.run_id, err=as_json)
@@ -235,6 +267,8 @@ def _enqueue_and_wait(
         )
     for note in result.notes:
         click.echo(note, err=True)
+    if result.incremental is not None:
+        click.echo(incremental.describe(result.incremental), err=True)
     if not (wait or comparison):
         return
     status = wait_for(settings, result.run_id)

@@ -84,6 +84,7 @@ def render_html(status: RunStatus, parts: pd.DataFrame) -> str:
         ),
         "</div>",
         *_failures(status),
+        *_contract(status),
         *_slowest(status),
     ]
     body = "\n".join(sections)
@@ -162,6 +163,29 @@ def _tracebacks(status: RunStatus) -> list[str]:
         for f in list(first.values())[:MAX_TRACEBACKS]
     ]
     return ["<h3>Tracebacks</h3>", *blocks]
+
+
+def _contract(status: RunStatus) -> list[str]:
+    """The run's contract failures, one row per check: values that failed it, partitions
+    refused or quarantined, and a sample of offending rows."""
+    if not status.contract_failures:
+        return []
+    rows = [
+        [
+            check,
+            entry["failures"],
+            entry["failed"],
+            entry["quarantined"],
+            ", ".join(entry["partitions"][:20]) + (" …" if len(entry["partitions"]) > 20 else ""),
+            "; ".join(str(row) for row in entry["rows"]),
+        ]
+        for check, entry in status.contract_failures.items()
+    ]
+    headers = ["check", "values", "failed", "quarantined", "zips", "offending rows (sample)"]
+    return [
+        f'<h2 id="contract">Contract failures by check ({len(rows):,})</h2>',
+        _table(headers, rows, numeric={1, 2, 3}),
+    ]
 
 
 def _slowest(status: RunStatus) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from etl_worker.audit import Audit, RunMode, State
 from etl_worker.partition import partition_label
+from etl_worker.reporting import contract_status
 from etl_worker.units import format_bytes, format_duration
 
 
@@ -39,6 +40,11 @@ class RunStatus:
     refusals: list[dict[str, Any]] = field(default_factory=list)
     transform_fingerprint: str | None = None
     snapshot_id: str | None = None
+    #: Contract failures grouped by check (contract_status.by_check).
+    contract_failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: An incremental run's selection: what it enqueued, and what it skipped and why (the
+    #: skipped partitions are not in `total`).
+    incremental: dict[str, Any] | None = None
 
     @property
     def done(self) -> int:
@@ -106,6 +112,7 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
         largest_frame_bytes=largest,
         transform_fingerprint=spec.transform_fingerprint,
         snapshot_id=spec.snapshot_id,
+        incremental=audit.incremental(run_id),
     )
     status.refusals = [
         {"worker": w, "loaded": loaded, "wanted": wanted, "reason": reason, "at": str(at)}
@@ -137,6 +144,7 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
             }
             for key, lo, hi, d, rows, worker in audit.slowest(run_id)
         ]
+        status.contract_failures = contract_status.by_check(audit, run_id)
     return status
 
 
@@ -187,6 +195,7 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
         f"{format_bytes(s.largest_frame_bytes)}  frames {format_bytes(s.memory_before_bytes)} -> "
         f"{format_bytes(s.memory_after_bytes)} after downcasting",
     ]
+    lines.extend(contract_status.format_skipped_line(s.incremental))
     if s.slowest:
         lines.append(
             "slowest    "
@@ -225,6 +234,7 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
                 f"etl-status {s.run_id} --json or etl-report {s.run_id} lists them all"
             )
         lines.append(f"  retry them with: etl-enqueue --resume {s.run_id}")
+    lines.extend(contract_status.format_contract_lines(s.contract_failures))
     return "\n".join(lines)
 
 

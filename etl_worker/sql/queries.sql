@@ -330,3 +330,70 @@ FROM (SELECT * FROM {schema}.runs ORDER BY created_at DESC LIMIT %(limit)s) AS r
 LEFT JOIN {schema}.partitions AS p USING (run_id)
 GROUP BY r.run_id, r.raw_table, r.target_table, r.transform, r.mode, r.created_at
 ORDER BY r.created_at DESC;
+
+-- name: record_contract_failures
+-- What a partition's contract check found (contracts.py), recorded before the partition is
+-- marked failed: the failed checks, their counts and a sample of the offending rows.
+UPDATE {schema}.partitions SET contract_failures = %(failures)s
+WHERE part_id = %(part_id)s AND state <> 'finished';
+
+-- name: mark_finished_extras
+-- In the write transaction, after mark_finished: the code's fingerprint and the contract's
+-- outcome (rows quarantined, the checks they failed).
+UPDATE {schema}.partitions
+SET code_fingerprint = %(code_fingerprint)s, rows_quarantined = %(rows_quarantined)s,
+    contract_failures = %(contract_failures)s
+WHERE part_id = %(part_id)s;
+
+-- name: record_raw_fingerprints
+-- The raw fingerprints the producer took at enqueue (fingerprints.py), on the run's
+-- partitions: on the first (or only) task of each partition, so that the tasks of a split
+-- partition sum to its fingerprint. A value's partition by `=`; the NULL partition apart.
+UPDATE {schema}.partitions p SET raw_rows = f.rows, raw_hash = f.hash
+FROM unnest(%(keys)s::text[], %(rows)s::bigint[], %(hashes)s::numeric[]) AS f(key, rows, hash)
+WHERE p.run_id = %(run_id)s AND p.split_lo IS NULL AND p.part_key = f.key;
+
+-- name: record_raw_fingerprint_null
+UPDATE {schema}.partitions SET raw_rows = %(rows)s, raw_hash = %(hash)s
+WHERE run_id = %(run_id)s AND split_lo IS NULL AND part_key IS NULL;
+
+-- name: record_raw_fingerprint_splits
+-- The other tasks of split partitions add nothing to their partition's fingerprint.
+UPDATE {schema}.partitions SET raw_rows = 0, raw_hash = 0
+WHERE run_id = %(run_id)s AND split_lo IS NOT NULL;
+
+-- name: contract_failures
+-- Contract failures of a run's partitions (failed, or finished with rows quarantined).
+SELECT part_key, split_lo, split_hi, state::text, rows_quarantined, contract_failures
+FROM {schema}.partitions
+WHERE run_id = %(run_id)s AND contract_failures IS NOT NULL
+ORDER BY part_key NULLS FIRST, split_lo;
+
+-- name: record_incremental
+UPDATE {schema}.runs SET incremental = %(incremental)s WHERE run_id = %(run_id)s;
+
+-- name: run_incremental
+SELECT incremental FROM {schema}.runs WHERE run_id = %(run_id)s;
+
+-- name: last_finished_per_partition
+-- For etl-enqueue --changed-since: per partition key of the raw table, its latest run (of
+-- those created up to the given one, writing runs only) in which all its tasks finished,
+-- with that run's target and the fingerprints recorded. A split partition's tasks sum up.
+WITH since AS (
+    SELECT created_at FROM {schema}.runs WHERE run_id = %(since)s
+), per_run AS (
+    SELECT p.run_id, r.created_at, r.target_table, p.part_key,
+           bool_and(p.state = 'finished') AS done,
+           bool_and(p.raw_rows IS NOT NULL) AS fingerprinted,
+           sum(p.raw_rows) AS raw_rows, sum(p.raw_hash) AS raw_hash,
+           min(p.code_fingerprint) AS code_fingerprint,
+           count(DISTINCT p.code_fingerprint) AS codes
+    FROM {schema}.partitions p JOIN {schema}.runs r USING (run_id)
+    WHERE r.raw_table = %(raw_table)s AND r.partition_column = %(partition_column)s
+      AND r.mode = 'normal' AND r.created_at <= (SELECT created_at FROM since)
+    GROUP BY p.run_id, r.created_at, r.target_table, p.part_key
+)
+SELECT DISTINCT ON (part_key) part_key, run_id, target_table, fingerprinted, raw_rows,
+       raw_hash, code_fingerprint, codes
+FROM per_run WHERE done
+ORDER BY part_key, created_at DESC, run_id DESC;
