@@ -111,7 +111,10 @@ def test_a_changed_transform_or_target_reruns_every_partition(
     make_raw_table(stack.database_url, zips=6, rows_per_zip=5)
     module = tmp_path / "incremental_transform.py"
     module.write_text("def run(df):\n    return df\n")
-    path = {"PYTHONPATH": str(tmp_path)}
+    path = {
+        "PYTHONPATH": str(tmp_path),
+        "ETL_TRANSFORM_MODULES": "tests.support.transforms,examples,incremental_transform",
+    }
     worker = start_worker(concurrency=1, **path)
     transform = "incremental_transform:run"
     full, _, _ = run(stack, "--transform", transform, **path)
