@@ -24,9 +24,11 @@ from etl_worker.queries import named_queries
 
 _COPY_OUT = re.compile(r"^\s*copy\s*\((.*)\)\s*to\s+stdout", re.IGNORECASE | re.DOTALL)
 _COMMENT = re.compile(r"--[^\n]*")
-#: Constants as pg_stat_statements replaces them with $n (NULL too), and psycopg's
+#: Constants as pg_stat_statements replaces them with $n (NULL, true, false too), and psycopg's
 #: placeholders: gone from both sides before comparing words.
-_LITERAL = re.compile(r"'(?:[^']|'')*'|%\(\w+\)s|\$\d+|\b\d+(?:\.\d+)?(?:e[-+]?\d+)?\b|\bnull\b")
+_LITERAL = re.compile(
+    r"'(?:[^']|'')*'|%\(\w+\)s|\$\d+|\b\d+(?:\.\d+)?(?:e[-+]?\d+)?\b|\b(?:null|true|false)\b"
+)
 _WORD = re.compile(r"[a-z_][a-z0-9_]*")
 _TRANSACTION = ("begin", "commit", "rollback", "start transaction", "end")
 #: What drivers and run set-up ask: catalog tables, name look-ups, SHOW.
