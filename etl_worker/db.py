@@ -107,6 +107,15 @@ def adbc_connect(url: str, *, network_timeout: float = defaults.NETWORK_TIMEOUT)
         ) from exc
 
 
+def adbc_run(adbc_cursor: Any, statement: str) -> int:
+    """Run one statement whose result rows are not needed (values already bound) on an ADBC
+    cursor, in one round trip: sent as a simple query. `cursor.execute` would take three
+    (prepare, describe, then the statement wrapped in `COPY ... TO STDOUT`), and Postgres
+    would parse and plan it twice. Returns the rows affected (-1: unknown)."""
+    adbc_cursor.adbc_statement.set_sql_query(statement)
+    return int(adbc_cursor.adbc_statement.execute_update())
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -28,7 +28,7 @@ from psycopg import sql
 from etl_worker import deaths, memory, retry, run_checks
 from etl_worker.audit import lease_owner
 from etl_worker.context import PreparedRun, RunGuards, WorkerContext
-from etl_worker.db import first_line
+from etl_worker.db import adbc_run, first_line
 from etl_worker.errors import (
     AttemptsExhausted,
     EtlError,
@@ -362,10 +362,9 @@ def _process(
     try:
         # Bound how long this transaction can hold its locks if this process freezes
         # (SIGSTOP, a paused VM) or waits: Postgres ends it (docs/reliability.md).
-        cur.execute(
-            audit.write_timeouts_sql(ctx.settings.write_timeout_seconds, ctx.settings.lease_seconds)
-        )
-        cur.fetchall()
+        # One round trip (adbc_run): its result is not needed.
+        limits = ctx.settings.write_timeout_seconds, ctx.settings.lease_seconds
+        adbc_run(cur, audit.write_timeouts_sql(*limits))
         cur.execute(
             bind(
                 sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"), {"k": lock_key}
@@ -380,7 +379,7 @@ def _process(
         rows_written = 0
         if not run.spec.dry_run:
             delete = sql.SQL("DELETE FROM {} WHERE {}").format(run.target.ident, where)
-            cur.execute(bind(delete, params))
+            adbc_run(cur, bind(delete, params))
             rows_written = ingest(cur, run.target, checked.valid)
             run_checks.write_quarantine(cur, ctx, run, where, params, checked)
         finished = time.perf_counter()
@@ -395,9 +394,9 @@ def _process(
             "memory_after_bytes": part.memory_after_bytes,
             "peak_rss_bytes": memory.peak_rss(),
         }
-        cur.execute(audit.partition_fingerprint_sql(part_id, guards.fingerprint))
-        cur.execute(audit.finished_sql(part_id, stats))
-        cur.execute(run_checks.finished_extras_sql(ctx, run, part_id, checked))
+        adbc_run(cur, audit.partition_fingerprint_sql(part_id, guards.fingerprint))
+        adbc_run(cur, audit.finished_sql(part_id, stats))
+        adbc_run(cur, run_checks.finished_extras_sql(ctx, run, part_id, checked))
         ctx.adbc.commit()
     except BaseException:
         _safe(ctx.adbc.rollback)
