@@ -49,6 +49,9 @@ class Counted:
     partitions: int
     round_trips: int
     wall_seconds: float
+    #: CPU seconds of this process (the worker's side): far less sensitive than the wall
+    #: time to what else the machine runs.
+    cpu_seconds: float
     stmts: statements.Statements | None = None
     by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -57,6 +60,7 @@ class Counted:
         out = [
             f"{self.label}: {self.partitions} partitions, "
             f"{self.round_trips / n:.2f} round trips/partition, "
+            f"{self.cpu_seconds / n * 1000:.2f} ms worker CPU/partition, "
             f"{self.wall_seconds / n * 1000:.2f} ms wall/partition (indicative)"
         ]
         if self.stmts is not None:
@@ -107,16 +111,16 @@ def count(
         if server.classifier is not None:
             statements.reset(monitor)
         before = relay.round_trips
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         _run(ctx, settings, raw, keys, transform)
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         trips = relay.round_trips - before
         stmts = (
             statements.collect(monitor, server.classifier)
             if server.classifier is not None
             else None
         )
-    return Counted(label, len(keys), trips, wall, stmts)
+    return Counted(label, len(keys), trips, wall, cpu, stmts)
 
 
 def measure(
