@@ -53,6 +53,9 @@ class Counted:
     #: time to what else the machine runs.
     cpu_seconds: float
     stmts: statements.Statements | None = None
+    #: Rows the audit table's UPDATEs changed, and how many of them were HOT (no index
+    #: entry written): the claim and the finish change `state`, which is indexed.
+    audit_updates: tuple[int, int] = (0, 0)
     by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -63,6 +66,11 @@ class Counted:
             f"{self.cpu_seconds / n * 1000:.2f} ms worker CPU/partition, "
             f"{self.wall_seconds / n * 1000:.2f} ms wall/partition (indicative)"
         ]
+        updates, hot = self.audit_updates
+        out.append(
+            f"  audit partitions table: {updates / n:.2f} row updates/partition, "
+            f"{hot / n:.2f} of them HOT"
+        )
         if self.stmts is not None:
             out.append(
                 f"  {self.stmts.calls / n:.2f} statements/partition, "
@@ -110,6 +118,7 @@ def count(
     with connect(server.url) as monitor:
         if server.classifier is not None:
             statements.reset(monitor)
+        updates = _audit_updates(monitor, settings.audit_schema)
         before = relay.round_trips
         started, cpu = time.perf_counter(), time.process_time()
         _run(ctx, settings, raw, keys, transform)
@@ -120,7 +129,22 @@ def count(
             if server.classifier is not None
             else None
         )
-    return Counted(label, len(keys), trips, wall, cpu, stmts)
+        # A backend sends its table statistics when it ends (or seconds after it idles).
+        ctx.reset_connections()
+        time.sleep(0.5)
+        after = _audit_updates(monitor, settings.audit_schema)
+    changed = (after[0] - updates[0], after[1] - updates[1])
+    return Counted(label, len(keys), trips, wall, cpu, stmts, changed)
+
+
+def _audit_updates(conn: Any, schema: str) -> tuple[int, int]:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+        "WHERE schemaname = %s AND relname = 'partitions'",
+        (schema,),
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def measure(
@@ -152,6 +176,7 @@ def measure(
             results.append(
                 count(relayed, server, table.table, counted, transform, "first write", relay, ctx)
             )
+            _run(ctx, relayed, table.table, keys[:WARM_UP], transform)  # connect again
             results.append(
                 count(relayed, server, table.table, counted, transform, "rewrite", relay, ctx)
             )
