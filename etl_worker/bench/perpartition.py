@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
+
 from etl_worker.audit import Audit, RunSpec
 from etl_worker.bench import statements
 from etl_worker.bench.data import PARTITION_COLUMN, ensure_uniform_table
@@ -56,6 +58,9 @@ class Counted:
     #: Rows the audit table's UPDATEs changed, and how many of them were HOT (no index
     #: entry written): the claim and the finish change `state`, which is indexed.
     audit_updates: tuple[int, int] = (0, 0)
+    #: CPU seconds of the cluster's processes (backends, WAL writer...): parse, plan and
+    #: protocol included, which pg_stat_statements' execution time leaves out.
+    postgres_cpu: float = 0.0
     by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -66,6 +71,7 @@ class Counted:
             f"{self.cpu_seconds / n * 1000:.2f} ms worker CPU/partition, "
             f"{self.wall_seconds / n * 1000:.2f} ms wall/partition (indicative)"
         ]
+        out.append(f"  {self.postgres_cpu / n * 1000:.2f} ms Postgres CPU/partition")
         updates, hot = self.audit_updates
         out.append(
             f"  audit partitions table: {updates / n:.2f} row updates/partition, "
@@ -119,11 +125,13 @@ def count(
         if server.classifier is not None:
             statements.reset(monitor)
         updates = _audit_updates(monitor, settings.audit_schema)
+        pg_cpu = _cpu(server)
         before = relay.round_trips
         started, cpu = time.perf_counter(), time.process_time()
         _run(ctx, settings, raw, keys, transform)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         trips = relay.round_trips - before
+        pg_cpu = _cpu(server) - pg_cpu
         stmts = (
             statements.collect(monitor, server.classifier)
             if server.classifier is not None
@@ -134,7 +142,18 @@ def count(
         time.sleep(0.5)
         after = _audit_updates(monitor, settings.audit_schema)
     changed = (after[0] - updates[0], after[1] - updates[1])
-    return Counted(label, len(keys), trips, wall, cpu, stmts, changed)
+    return Counted(label, len(keys), trips, wall, cpu, stmts, changed, pg_cpu)
+
+
+def _cpu(server: Server) -> float:
+    total = 0.0
+    for pid in server.processes() if server.processes is not None else ():
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _audit_updates(conn: Any, schema: str) -> tuple[int, int]:
