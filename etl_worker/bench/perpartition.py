@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
+from psycopg import sql
 
 from etl_worker.audit import Audit, RunSpec
 from etl_worker.bench import statements
@@ -174,6 +175,7 @@ def measure(
     transform: str,
     seed: int,
     log_statements: bool = False,
+    target_index: bool = True,
 ) -> list[Counted]:
     table = ensure_uniform_table(
         server.url, TABLE.format(rows=rows), partitions=partitions + WARM_UP,
@@ -181,6 +183,11 @@ def measure(
     )  # fmt: skip
     keys = sorted(k for k in table.sizes if k)
     fresh_target(server.url, table.table, TARGET, PARTITION_COLUMN)
+    if not target_index:  # what each DELETE costs a target without one
+        with connect(server.url) as conn:
+            conn.execute(
+                sql.SQL("DROP INDEX {}").format(sql.Identifier(f"{TARGET.name}_zip_code_idx"))
+            )
     cluster = urlsplit(server.url)
     results = []
     with RoundTripRelay(cluster.hostname or "127.0.0.1", cluster.port or 5432) as relay:
@@ -216,6 +223,11 @@ def main() -> None:
         action="store_true",
         help="log every statement of the partitions in the cluster's postgres.log",
     )
+    parser.add_argument(
+        "--no-target-index",
+        action="store_true",
+        help="drop the target's partition index first (what an un-indexed target costs)",
+    )
     parser.add_argument("--cluster-dir", type=Path, default=BenchOptions.cluster_dir)
     args = parser.parse_args()
     options = BenchOptions(cluster_dir=args.cluster_dir)
@@ -224,7 +236,7 @@ def main() -> None:
         try:
             for result in measure(
                 settings, server, args.partitions, args.rows, transform, args.seed,
-                args.log_statements,
+                args.log_statements, not args.no_target_index,
             ):  # fmt: skip
                 print("\n".join(result.lines()))
         finally:
