@@ -11,7 +11,7 @@ from etl_worker.audit import RunSpec
 from etl_worker.bench.data import PARTITION_COLUMN
 from etl_worker.config import Settings
 from etl_worker.context import PreparedRun, WorkerContext
-from etl_worker.db import TableName
+from etl_worker.db import TableName, adbc_run
 from etl_worker.extract import predicate, read_arrow, select_sql
 from etl_worker.frames import to_frame
 from etl_worker.load import ingest, to_arrow
@@ -39,7 +39,7 @@ def copy_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey) -> i
     cur = ctx.adbc.cursor()
     try:
         delete = sql.SQL("DELETE FROM {} WHERE {}").format(run.target.ident, where)
-        cur.execute(ctx.audit.bind(delete, params))
+        adbc_run(cur, ctx.audit.bind(delete, params))  # one round trip, as the workers
         written = ingest(cur, run.target, data)
         ctx.adbc.commit()
     finally:
