@@ -28,7 +28,7 @@ from psycopg import sql
 from etl_worker import deaths, memory, retry, run_checks
 from etl_worker.audit import lease_owner
 from etl_worker.context import PreparedRun, RunGuards, WorkerContext
-from etl_worker.db import adbc_run, first_line
+from etl_worker.db import adbc_run, explicit_transaction, first_line
 from etl_worker.errors import (
     AttemptsExhausted,
     EtlError,
@@ -360,13 +360,12 @@ def _process(
     # NULL and '' are different partitions: tag the value so they get different locks.
     tagged = "n" if key.value is None else "v" + key.value
     lock_key = f"{run.target}\x1f{tagged}\x1f{key.split_lo}"
-    cur = ctx.adbc.cursor()
-    try:
+    with explicit_transaction(ctx.adbc) as cur:
         # Bound how long this transaction can hold its locks if this process freezes
-        # (SIGSTOP, a paused VM) or waits: Postgres ends it (docs/reliability.md).
-        # One round trip (adbc_run): its result is not needed.
+        # (SIGSTOP, a paused VM) or waits: Postgres ends it (docs/reliability.md). Sent
+        # with the BEGIN, in one round trip (db.explicit_transaction).
         limits = ctx.settings.write_timeout_seconds, ctx.settings.lease_seconds
-        adbc_run(cur, audit.write_timeouts_sql(*limits))
+        adbc_run(cur, "BEGIN; " + audit.write_timeouts_sql(*limits))
         cur.execute(
             bind(
                 sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"), {"k": lock_key}
@@ -376,7 +375,7 @@ def _process(
         cur.execute(audit.state_sql(part_id))
         state = cur.fetchone()
         if state is not None and state[0] == "finished":
-            ctx.adbc.rollback()
+            adbc_run(cur, "ROLLBACK")
             return Outcome("skipped", part_id, "finished by another delivery meanwhile")
         rows_written = 0
         if not run.spec.dry_run:
@@ -396,15 +395,15 @@ def _process(
             "memory_after_bytes": part.memory_after_bytes,
             "peak_rss_bytes": memory.peak_rss(),
         }
-        adbc_run(cur, audit.partition_fingerprint_sql(part_id, guards.fingerprint))
-        adbc_run(cur, audit.finished_sql(part_id, stats))
-        adbc_run(cur, run_checks.finished_extras_sql(ctx, run, part_id, checked))
-        ctx.adbc.commit()
-    except BaseException:
-        _safe(ctx.adbc.rollback)
-        raise
-    finally:
-        cur.close()
+        # The fingerprints, the contract's outcome and `finished` commit with the rows; the
+        # COMMIT goes in the same round trip.
+        statements = (
+            audit.partition_fingerprint_sql(part_id, guards.fingerprint),
+            audit.finished_sql(part_id, stats),
+            run_checks.finished_extras_sql(ctx, run, part_id, checked),
+            "COMMIT",
+        )
+        adbc_run(cur, ";\n".join(s.rstrip().rstrip(";") for s in statements))
     return Outcome("finished", part_id, stats=stats)
 
 
