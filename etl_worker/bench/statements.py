@@ -29,6 +29,9 @@ _COMMENT = re.compile(r"--[^\n]*")
 _LITERAL = re.compile(
     r"'(?:[^']|'')*'|%\(\w+\)s|\$\d+|\b\d+(?:\.\d+)?(?:e[-+]?\d+)?\b|\b(?:null|true|false)\b"
 )
+#: `extract(epoch FROM x)`: Postgres takes the field for a constant, which
+#: pg_stat_statements replaces with $n like any other.
+_EXTRACT_FIELD = re.compile(r"(?<=\bextract\()\s*[a-z_]+(?=\s+from\b)")
 _WORD = re.compile(r"[a-z_][a-z0-9_]*")
 _TRANSACTION = ("begin", "commit", "rollback", "start transaction", "end")
 #: What drivers and run set-up ask: catalog tables, name look-ups, SHOW.
@@ -38,7 +41,7 @@ _CATALOG = re.compile(
 
 
 def _words(text: str) -> tuple[str, ...]:
-    text = _LITERAL.sub(" ", _COMMENT.sub(" ", text.lower()))
+    text = _LITERAL.sub(" ", _EXTRACT_FIELD.sub(" ", _COMMENT.sub(" ", text.lower())))
     return tuple(_WORD.findall(text))
 
 

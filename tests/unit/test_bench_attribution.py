@@ -43,6 +43,10 @@ def test_statements_are_named_by_kind_and_audit_queries_by_their_name() -> None:
         "       set_config($7, $8, $9)"
     )
     assert kinds.kind(timeouts) == "audit: bound_write_transaction"
+    # extract(epoch FROM ...): the field is a constant to pg_stat_statements too.
+    assert kinds.kind(normalized.replace("extract(epoch", "extract($12")) == (
+        "audit: claim_partition"
+    )
     assert kinds.kind("SELECT oid, typname FROM pg_catalog.pg_type") == (
         "driver and run set-up (catalog, SHOW)"
     )
