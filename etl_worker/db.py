@@ -9,8 +9,6 @@ Two drivers, each for what it does best:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -107,40 +105,6 @@ def adbc_connect(url: str, *, network_timeout: float = defaults.NETWORK_TIMEOUT)
         raise ServiceUnavailable(
             f"cannot connect to Postgres at {redact_url(url)}: {redact_url(first_line(exc))}"
         ) from exc
-
-
-def adbc_run(adbc_cursor: Any, statement: str) -> int:
-    """Run one statement whose result rows are not needed (values already bound) on an ADBC
-    cursor, in one round trip: sent as a simple query. `cursor.execute` would take three
-    (prepare, describe, then the statement wrapped in `COPY ... TO STDOUT`), and Postgres
-    would parse and plan it twice. Returns the rows affected (-1: unknown)."""
-    adbc_cursor.adbc_statement.set_sql_query(statement)
-    return int(adbc_cursor.adbc_statement.execute_update())
-
-
-@contextmanager
-def explicit_transaction(adbc_conn: Any) -> Iterator[Any]:
-    """A cursor for one transaction whose BEGIN and COMMIT the caller sends itself, each in
-    the simple query of a neighbouring statement: `adbc_run(cur, "BEGIN; " + first)`, then
-    `adbc_run(cur, last + "; COMMIT")` — no round trip of their own. The connection is in
-    autocommit meanwhile, so the ADBC driver sends no BEGIN of its own either (it sends one
-    again after every `adbc_ingest` otherwise: a round trip and a warning inside the open
-    transaction). On an exception a ROLLBACK is sent (a lost connection ends the
-    transaction anyway); the connection is left in autocommit off, as it was found."""
-    adbc_conn.rollback()  # nothing open (no round trip when idle)
-    adbc_conn.adbc_connection.set_autocommit(True)
-    cur = adbc_conn.cursor()
-    try:
-        yield cur
-    except BaseException:
-        try:
-            adbc_run(cur, "ROLLBACK")
-        except Exception:  # the connection is gone: so is its transaction
-            pass
-        raise
-    finally:
-        cur.close()
-        adbc_conn.adbc_connection.set_autocommit(False)
 
 
 def first_line(exc: BaseException) -> str:

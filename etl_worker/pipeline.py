@@ -28,7 +28,7 @@ from psycopg import sql
 from etl_worker import deaths, memory, retry, run_checks
 from etl_worker.audit import lease_owner
 from etl_worker.context import PreparedRun, RunGuards, WorkerContext
-from etl_worker.db import adbc_run, explicit_transaction, first_line
+from etl_worker.db import first_line
 from etl_worker.errors import (
     AttemptsExhausted,
     EtlError,
@@ -48,6 +48,7 @@ from etl_worker.frames import frame_memory, to_frame
 from etl_worker.load import check_partition_values, check_split_values, ingest, to_arrow
 from etl_worker.partition import PartitionKey
 from etl_worker.snapshot import read_in_snapshot, snapshot_statements
+from etl_worker.transactions import adbc_run, explicit_transaction
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +364,7 @@ def _process(
     with explicit_transaction(ctx.adbc) as cur:
         # Bound how long this transaction can hold its locks if this process freezes
         # (SIGSTOP, a paused VM) or waits: Postgres ends it (docs/reliability.md). Sent
-        # with the BEGIN, in one round trip (db.explicit_transaction).
+        # with the BEGIN, in one round trip (transactions.explicit_transaction).
         limits = ctx.settings.write_timeout_seconds, ctx.settings.lease_seconds
         adbc_run(cur, "BEGIN; " + audit.write_timeouts_sql(*limits))
         cur.execute(

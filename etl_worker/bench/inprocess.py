@@ -11,11 +11,12 @@ from etl_worker.audit import RunSpec
 from etl_worker.bench.data import PARTITION_COLUMN
 from etl_worker.config import Settings
 from etl_worker.context import PreparedRun, WorkerContext
-from etl_worker.db import TableName, adbc_run
+from etl_worker.db import TableName
 from etl_worker.extract import predicate, read_arrow, select_sql
 from etl_worker.frames import to_frame
 from etl_worker.load import ingest, to_arrow
 from etl_worker.partition import PartitionKey
+from etl_worker.transactions import adbc_run
 
 IDENTITY = "etl_worker.transforms:identity"
 CLEAN = "etl_worker.transforms:clean_companies"

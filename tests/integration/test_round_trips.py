@@ -22,8 +22,8 @@ from tests.support.services import Stack
 #: timeouts 1, advisory lock 3, state re-check 3, DELETE 1, adbc_ingest 4 (two catalog
 #: look-ups, COPY FROM start and end), finished with the COMMIT 1. Was 28 before the read
 #: ran in autocommit, the statements whose result is not needed went as simple queries
-#: (db.adbc_run) and the transaction's BEGIN and COMMIT went with its first and last
-#: statements (db.explicit_transaction).
+#: (transactions.adbc_run) and the transaction's BEGIN and COMMIT went with its first and last
+#: statements (transactions.explicit_transaction).
 ROUND_TRIPS_PER_PARTITION = 17
 
 

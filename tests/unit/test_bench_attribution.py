@@ -36,7 +36,7 @@ def test_statements_are_named_by_kind_and_audit_queries_by_their_name() -> None:
     assert kinds.kind(lock) == "advisory lock"
     assert kinds.kind('DELETE FROM "t" WHERE "zip_code" = CAST($1 AS text)').startswith("DELETE")
     assert kinds.kind("COMMIT") == "BEGIN / COMMIT / ROLLBACK"
-    # Sent as a simple query (db.adbc_run), its constants true included become $n.
+    # Sent as a simple query (transactions.adbc_run), its constants true included become $n.
     timeouts = (
         "-- The first statement of a partition's write transaction\n"
         "SELECT set_config($1, $2, $3),\n       set_config($4, $5, $6),\n"
