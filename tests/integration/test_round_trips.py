@@ -18,13 +18,14 @@ from tests.support.data import make_raw_table
 from tests.support.services import Stack
 
 #: Round trips of one partition, a warm process, after the changes in docs/scaling.md:
-#: claim 1; read 3 (prepare, describe, COPY TO); write transaction 13: BEGIN with the
-#: timeouts 1, advisory lock 3, state re-check 3, DELETE 1, adbc_ingest 4 (two catalog
-#: look-ups, COPY FROM start and end), finished with the COMMIT 1. Was 28 before the read
-#: ran in autocommit, the statements whose result is not needed went as simple queries
-#: (transactions.adbc_run) and the transaction's BEGIN and COMMIT went with its first and last
-#: statements (transactions.explicit_transaction).
-ROUND_TRIPS_PER_PARTITION = 17
+#: the run's guards 1 and the claim 1 (psycopg); read 3 (prepare, describe, COPY TO);
+#: write transaction 13: BEGIN with the timeouts 1, advisory lock 3, state re-check 3,
+#: DELETE 1, adbc_ingest 4 (two catalog look-ups, COPY FROM start and end), the
+#: fingerprint and finished UPDATEs with the COMMIT 1. Was 32 before the read ran in
+#: autocommit, the statements whose result is not needed went as simple queries
+#: (transactions.adbc_run) and the transaction's BEGIN and COMMIT went with its first and
+#: last statements (transactions.explicit_transaction).
+ROUND_TRIPS_PER_PARTITION = 18
 
 
 def test_a_partition_costs_a_known_number_of_round_trips(stack: Stack) -> None:
@@ -51,7 +52,8 @@ def test_a_partition_costs_a_known_number_of_round_trips(stack: Stack) -> None:
         finally:
             ctx.close()
     # The first partition also opens the connections and learns the run: not counted.
-    # psycopg prepares the claim on its sixth execution: one more round trip, once.
+    # psycopg prepares a statement on its sixth execution (the guards read and the claim):
+    # one more round trip each, once, in the same partition.
     steady = counts[1:]
     assert steady.count(ROUND_TRIPS_PER_PARTITION) >= len(steady) - 1, counts
-    assert max(steady) <= ROUND_TRIPS_PER_PARTITION + 1, counts
+    assert max(steady) <= ROUND_TRIPS_PER_PARTITION + 2, counts
