@@ -62,7 +62,8 @@ def test_py_spy_samples_are_put_in_the_pipeline_step_they_were_in() -> None:
     raw = "\n".join(
         [
             f"{TASK};run_partition ({PIPELINE}:120);_process ({PIPELINE}:300);"
-            f"transform_partition ({PIPELINE}:270);read_arrow ({EXTRACT}:80) 30",
+            f"transform_partition ({PIPELINE}:270);"  # the read, in the run's snapshot if any
+            f"read_in_snapshot (/src/etl_worker/snapshot.py:88);read_arrow ({EXTRACT}:80) 30",
             f"{TASK};run_partition ({PIPELINE}:120);_process ({PIPELINE}:300);"
             f"transform_partition ({PIPELINE}:280);clean_companies ({TRANSFORMS}:9);"
             "f (/x/pandas/core/frame.py:1) 50",
