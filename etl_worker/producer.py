@@ -484,6 +484,7 @@ def enqueue_run(
             if not create_target(conn, raw, target, column.name):
                 warning = _check_target_index(conn, target, column.name, create_index)
                 if warning:
+                    log.warning(warning)
                     warnings.append(warning)
             if delete_vanished and changed_since is None:
                 vanished = delete_vanished_rows(conn, raw, target, column)
