@@ -1,14 +1,25 @@
-"""Arrow <-> pandas for one partition, and lossless downcasting.
+"""Arrow <-> pandas for one partition, and lossless downcasting for transforms that want it.
 
 The transform gets pyarrow-backed columns (`pd.ArrowDtype`): converting from the Arrow table
 the reader produced is nearly free, strings cost no Python objects, and integer columns keep
 their NULLs without turning into floats.
 
-Downcasting runs on the transform's *output*, never its input: a user's `employees * 1000`
-on a column downcast to int16 would overflow (pandas' numpy-nullable Int16 wraps silently).
-Every downcast is lossless: integers to the smallest type holding their min and max, float64
-to float32 only when every value round-trips exactly, low-cardinality strings to categories.
-The writer casts each column back to the target's type, so the values written are the same.
+The pipeline does not downcast. It used to shrink the transform's output just before the
+write, and measured, that paid nowhere (`python -m etl_worker.bench.shrinkcost`,
+docs/scaling.md): the output frame is the peak's smaller part (the read and the transform
+make the peak), the shrunk copy lives beside the original while it is made, and the write
+casts every column back to the target's type, a full-size copy again. On 10,000-row
+partitions it cost 14-16 ms plus 2-3 ms more casting back, and on 200,000-row ones 52-61 ms
+plus 16-25 ms, for the same peak RSS to 0.1 MB; no frame size against the memory ceiling
+changes that, since the write's full-size copy always follows.
+
+`downcast` is for a transform that keeps a frame while it works (a join table, a frame
+grouped many times): there the smaller frame is what is held. It must not run on the
+transform's *input* behind the user's back: `employees * 1000` on a column downcast to
+int16 would overflow (pandas' numpy-nullable Int16 wraps silently). Every downcast is
+lossless: integers to the smallest type holding their min and max, float64 to float32 only
+when every value round-trips exactly, low-cardinality strings to categories; the writer
+casts each column back to the target's type, so the values written are the same.
 """
 
 from __future__ import annotations
@@ -23,9 +34,8 @@ CATEGORY_MAX_DISTINCT_SHARE = 0.5
 CATEGORY_MIN_ROWS = 64
 #: Values looked at before hashing a whole string column (see _maybe_category).
 CATEGORY_SAMPLE_ROWS = 8192
-#: The pipeline leaves frames shorter than this as they are: they hold next to no memory,
-#: and downcasting and measuring them again would cost more than the rest of a tiny
-#: partition (measured: ~1 ms of a ~6 ms one-row partition).
+#: `shrink` leaves frames shorter than this as they are: they hold next to no memory, and
+#: downcasting them costs more than it could save (~1 ms of a ~6 ms one-row partition).
 SHRINK_MIN_ROWS = 64
 
 _INT_LADDER = (pa.int8(), pa.int16(), pa.int32(), pa.int64())
@@ -127,7 +137,8 @@ def downcast(df: pd.DataFrame) -> pd.DataFrame:
 
 def shrink(df: pd.DataFrame) -> tuple[pd.DataFrame, int, int]:
     """`downcast(df)` when the frame is big enough to gain from it; returns the frame and
-    its memory before and after."""
+    its memory before and after. What the pipeline ran before each write until measured
+    not to pay (module doc); the bench measures it with `bench.shrinkcost`."""
     before = frame_memory(df)
     if len(df) < SHRINK_MIN_ROWS:
         return df, before, before

@@ -1,4 +1,4 @@
-"""Run one partition: claim -> read -> transform -> downcast -> (lock, delete + COPY, finished)
+"""Run one partition: claim -> read -> transform -> cast -> (lock, delete + COPY, finished)
 in one transaction. Callable without Celery; `tasks.py` only maps its outcome onto Celery.
 
 Why each step is safe to repeat:
@@ -44,10 +44,11 @@ from etl_worker.errors import (
     traceback_last_line,
 )
 from etl_worker.extract import predicate, select_sql, typed_value
-from etl_worker.frames import shrink, to_frame
+from etl_worker.frames import frame_memory, to_frame
 from etl_worker.load import check_partition_values, check_split_values, ingest, to_arrow
 from etl_worker.partition import PartitionKey
 from etl_worker.snapshot import read_in_snapshot, snapshot_statements
+from etl_worker.transactions import adbc_run, explicit_transaction
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +280,9 @@ def _safe(action: Any, *, tries: int = 1, reset: WorkerContext | None = None) ->
 
 @dataclass
 class Transformed:
-    """One partition read, transformed, downcast and cast to the target's types: everything
-    the write needs, and what it cost."""
+    """One partition read, transformed and cast to the target's types: everything the write
+    needs, and what it cost. `memory_after_bytes` is `memory_before_bytes`: the output is
+    not downcast (frames.py says why); the audit column stays for runs that were."""
 
     data: pa.Table
     rows_read: int
@@ -294,7 +296,7 @@ def transform_partition(
     ctx: WorkerContext, run: PreparedRun, key: PartitionKey, snapshot_id: str | None = None
 ) -> Transformed:
     """Read one partition (in the exported snapshot `snapshot_id`, when the run has one),
-    run the transform on it, downcast its output losslessly and cast it to the target's
+    run the transform on it and cast its output to the target's
     Arrow types. Writes nothing (etl-plan measures partitions with it)."""
     started = time.perf_counter()
     where, params = predicate(key, run.partition_column, run.split_column)
@@ -328,7 +330,8 @@ def transform_partition(
             f"{key.label}, not a DataFrame"
         )
     del frame
-    result, memory_before, memory_after = shrink(result)
+    # Not downcast before the write: it costs time and lowers no peak (frames.py).
+    memory_before = frame_memory(result)
     data = to_arrow(result, run.target_schema)
     del result
     check_partition_values(data, run.spec.partition_column, expected, key.label)
@@ -339,7 +342,7 @@ def transform_partition(
         read_seconds=read_done - started,
         transform_seconds=time.perf_counter() - read_done,
         memory_before_bytes=memory_before,
-        memory_after_bytes=memory_after,
+        memory_after_bytes=memory_before,
     )
 
 
@@ -358,14 +361,12 @@ def _process(
     # NULL and '' are different partitions: tag the value so they get different locks.
     tagged = "n" if key.value is None else "v" + key.value
     lock_key = f"{run.target}\x1f{tagged}\x1f{key.split_lo}"
-    cur = ctx.adbc.cursor()
-    try:
+    with explicit_transaction(ctx.adbc) as cur:
         # Bound how long this transaction can hold its locks if this process freezes
-        # (SIGSTOP, a paused VM) or waits: Postgres ends it (docs/reliability.md).
-        cur.execute(
-            audit.write_timeouts_sql(ctx.settings.write_timeout_seconds, ctx.settings.lease_seconds)
-        )
-        cur.fetchall()
+        # (SIGSTOP, a paused VM) or waits: Postgres ends it (docs/reliability.md). Sent
+        # with the BEGIN, in one round trip (transactions.explicit_transaction).
+        limits = ctx.settings.write_timeout_seconds, ctx.settings.lease_seconds
+        adbc_run(cur, "BEGIN; " + audit.write_timeouts_sql(*limits))
         cur.execute(
             bind(
                 sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"), {"k": lock_key}
@@ -375,12 +376,12 @@ def _process(
         cur.execute(audit.state_sql(part_id))
         state = cur.fetchone()
         if state is not None and state[0] == "finished":
-            ctx.adbc.rollback()
+            adbc_run(cur, "ROLLBACK")
             return Outcome("skipped", part_id, "finished by another delivery meanwhile")
         rows_written = 0
         if not run.spec.dry_run:
             delete = sql.SQL("DELETE FROM {} WHERE {}").format(run.target.ident, where)
-            cur.execute(bind(delete, params))
+            adbc_run(cur, bind(delete, params))
             rows_written = ingest(cur, run.target, checked.valid)
             run_checks.write_quarantine(cur, ctx, run, where, params, checked)
         finished = time.perf_counter()
@@ -395,30 +396,29 @@ def _process(
             "memory_after_bytes": part.memory_after_bytes,
             "peak_rss_bytes": memory.peak_rss(),
         }
-        cur.execute(audit.partition_fingerprint_sql(part_id, guards.fingerprint))
-        cur.execute(audit.finished_sql(part_id, stats))
-        cur.execute(run_checks.finished_extras_sql(ctx, run, part_id, checked))
-        ctx.adbc.commit()
-    except BaseException:
-        _safe(ctx.adbc.rollback)
-        raise
-    finally:
-        cur.close()
+        # The fingerprints, the contract's outcome and `finished` commit with the rows; the
+        # COMMIT goes in the same round trip.
+        statements = (
+            audit.partition_fingerprint_sql(part_id, guards.fingerprint),
+            audit.finished_sql(part_id, stats),
+            run_checks.finished_extras_sql(ctx, run, part_id, checked),
+            "COMMIT",
+        )
+        adbc_run(cur, ";\n".join(s.rstrip().rstrip(";") for s in statements))
     return Outcome("finished", part_id, stats=stats)
 
 
 def warm_up() -> None:
-    """Run a small synthetic frame through the frame path (Arrow -> pandas, downcast, cast
-    back), so what pandas and pyarrow load lazily on first use (categoricals, compute
+    """Run a small synthetic frame through the frame path (Arrow -> pandas, cast for the
+    write), so what pandas and pyarrow load lazily on first use (categoricals, compute
     kernels) is loaded when the pool process starts. The first partition then costs what
     the others cost, and a pool process's baseline memory includes its libraries."""
     from decimal import Decimal
 
     from etl_worker.db import Column, TableName
-    from etl_worker.frames import SHRINK_MIN_ROWS
     from etl_worker.load import TargetSchema
 
-    n = 2 * SHRINK_MIN_ROWS
+    n = 128
     table = pa.table(
         {
             "i": pa.array(range(n), pa.int64()),
@@ -428,5 +428,8 @@ def warm_up() -> None:
         }
     )
     columns = [Column(name, "", "", "", False) for name in table.column_names]
-    small, _, _ = shrink(to_frame(table))
-    to_arrow(small, TargetSchema(TableName("warm_up"), columns, table.schema))
+    frame = to_frame(table)
+    frame_memory(frame)
+    # One column cast to a narrower type: loads the cast kernels the write uses.
+    target = table.schema.set(0, pa.field("i", pa.int32()))
+    to_arrow(frame, TargetSchema(TableName("warm_up"), columns, target))

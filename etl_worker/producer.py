@@ -151,6 +151,25 @@ def create_target(conn: psycopg.Connection, raw: TableName, target: TableName, c
     return True
 
 
+def _check_target_index(
+    conn: psycopg.Connection, target: TableName, column: str, create_index: bool
+) -> str | None:
+    """An existing target needs an index on the partition column too: every task DELETEs
+    its partition's earlier rows, through the index in microseconds even when there are
+    none, else by scanning the whole target, once per task (docs/scaling.md)."""
+    if has_index_on(conn, target, column):
+        return None
+    if create_index:
+        log.warning("indexing %s (%s) concurrently before enqueueing", target, column)
+        create_partition_index(conn, target, column)
+        return None
+    return (
+        f'target table "{target}" has no index on {column}: every task\'s DELETE will scan '
+        f"the whole target — rerun with --create-index, or CREATE INDEX CONCURRENTLY ON "
+        f"{target} ({column})"
+    )
+
+
 def list_partitions(
     conn: psycopg.Connection,
     raw: TableName,
@@ -462,7 +481,11 @@ def enqueue_run(
         for w in warnings:
             log.warning(w)
         if not spec.dry_run:
-            create_target(conn, raw, target, column.name)
+            if not create_target(conn, raw, target, column.name):
+                warning = _check_target_index(conn, target, column.name, create_index)
+                if warning:
+                    log.warning(warning)
+                    warnings.append(warning)
             if delete_vanished and changed_since is None:
                 vanished = delete_vanished_rows(conn, raw, target, column)
                 options["deleted_vanished"] = {"values": vanished.values, "rows": vanished.rows}

@@ -16,6 +16,7 @@ from etl_worker.extract import predicate, read_arrow, select_sql
 from etl_worker.frames import to_frame
 from etl_worker.load import ingest, to_arrow
 from etl_worker.partition import PartitionKey
+from etl_worker.transactions import adbc_run
 
 IDENTITY = "etl_worker.transforms:identity"
 CLEAN = "etl_worker.transforms:clean_companies"
@@ -39,7 +40,7 @@ def copy_partition(ctx: WorkerContext, run: PreparedRun, key: PartitionKey) -> i
     cur = ctx.adbc.cursor()
     try:
         delete = sql.SQL("DELETE FROM {} WHERE {}").format(run.target.ident, where)
-        cur.execute(ctx.audit.bind(delete, params))
+        adbc_run(cur, ctx.audit.bind(delete, params))  # one round trip, as the workers
         written = ingest(cur, run.target, data)
         ctx.adbc.commit()
     finally:

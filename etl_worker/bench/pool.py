@@ -6,7 +6,7 @@ into Arrow, `extract.read_arrow`), hand it to the transform as the worker does
 (`frames.to_frame`), cast the output to the target's types (`load.to_arrow`), then DELETE
 the zip's old rows and COPY the new ones (`load.ingest`) in one transaction. The run is
 resolved with the worker's own `WorkerContext.prepare_run`. No queue, no audit rows, no
-lease, no advisory lock, no downcasting: the gap between this line and etl-worker's is the
+lease, no advisory lock: the gap between this line and etl-worker's is the
 price of the fleet machinery.
 """
 
@@ -84,7 +84,7 @@ def pool_line(
         raw.rows,
         exact,
         f"multiprocessing.Pool({procs}), per zip biggest first: ADBC read, the transform, "
-        "DELETE + ADBC COPY in one transaction; no queue, audit, lease or downcasting; "
+        "DELETE + ADBC COPY in one transaction; no queue, audit or lease; "
         f"exact: {check}",
         usage=sampler.usage(),
         extra={"rows_written": written, "tasks": len(biggest_first)},

@@ -47,6 +47,7 @@ _STEPS = {
     "_claim": _CLAIM,
     "claim": _CLAIM,
     "read_arrow": "read: ADBC COPY TO -> Arrow",
+    "read_in_snapshot": "read: ADBC COPY TO -> Arrow",  # read_arrow, in a run's snapshot
     "to_frame": "to_frame (Arrow -> pandas)",
     "shrink": "shrink / downcast",
     "to_arrow": "to_arrow (cast to the target's types)",

@@ -271,7 +271,7 @@ def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
                         f.pandas_default_bytes,
                     ),
                     ("Arrow-backed (`pd.ArrowDtype`, what the transform gets)", f.arrow_bytes),
-                    ("after downcasting (what etl-worker holds before writing)", f.downcast_bytes),
+                    ("after `frames.downcast` (for a transform to call)", f.downcast_bytes),
                 )
             ),
             "",
@@ -287,7 +287,7 @@ def write_markdown(result: BenchResult, path: Path, chart: Path | None) -> None:
             "## Worker memory",
             "",
             "Peak RSS of a pool process per partition (`/proc` VmHWM, reset before each one), "
-            "against the largest partition's DataFrame (Arrow-backed, before downcasting). A "
+            "against the largest partition's DataFrame (Arrow-backed, as written). A "
             f"pool process right after start: {_mb(mem['idle_rss_bytes'])}; warm (highest "
             "peak over the one-row partitions: libraries, connections, allocator pools): "
             f"{_mb(mem['baseline_rss_bytes'])}.",

@@ -24,9 +24,14 @@ from etl_worker.queries import named_queries
 
 _COPY_OUT = re.compile(r"^\s*copy\s*\((.*)\)\s*to\s+stdout", re.IGNORECASE | re.DOTALL)
 _COMMENT = re.compile(r"--[^\n]*")
-#: Constants as pg_stat_statements replaces them with $n (NULL too), and psycopg's
+#: Constants as pg_stat_statements replaces them with $n (NULL, true, false too), and psycopg's
 #: placeholders: gone from both sides before comparing words.
-_LITERAL = re.compile(r"'(?:[^']|'')*'|%\(\w+\)s|\$\d+|\b\d+(?:\.\d+)?(?:e[-+]?\d+)?\b|\bnull\b")
+_LITERAL = re.compile(
+    r"'(?:[^']|'')*'|%\(\w+\)s|\$\d+|\b\d+(?:\.\d+)?(?:e[-+]?\d+)?\b|\b(?:null|true|false)\b"
+)
+#: `extract(epoch FROM x)`: Postgres takes the field for a constant, which
+#: pg_stat_statements replaces with $n like any other.
+_EXTRACT_FIELD = re.compile(r"(?<=\bextract\()\s*[a-z_]+(?=\s+from\b)")
 _WORD = re.compile(r"[a-z_][a-z0-9_]*")
 _TRANSACTION = ("begin", "commit", "rollback", "start transaction", "end")
 #: What drivers and run set-up ask: catalog tables, name look-ups, SHOW.
@@ -36,7 +41,7 @@ _CATALOG = re.compile(
 
 
 def _words(text: str) -> tuple[str, ...]:
-    text = _LITERAL.sub(" ", _COMMENT.sub(" ", text.lower()))
+    text = _LITERAL.sub(" ", _EXTRACT_FIELD.sub(" ", _COMMENT.sub(" ", text.lower())))
     return tuple(_WORD.findall(text))
 
 

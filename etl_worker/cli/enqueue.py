@@ -60,8 +60,8 @@ from etl_worker.snapshot import ExportedSnapshot
 @click.option(
     "--create-index",
     is_flag=True,
-    help="Index the raw table's partition column first (CREATE INDEX CONCURRENTLY) when it "
-    "has no index, instead of only warning.",
+    help="Index the partition column of the raw table, and of an existing target, first "
+    "(CREATE INDEX CONCURRENTLY) when it has no index, instead of only warning.",
 )
 @click.option(
     "--split-rows",

@@ -2,7 +2,7 @@
 
 1. Partition sizes: rows per partition (largest, p50, p99, total), counted by Postgres.
 2. The largest few partitions go through the pipeline's own steps — read, transform,
-   downcast, cast to the target (`pipeline.transform_partition`) — and a COPY into a
+   cast to the target (`pipeline.transform_partition`) — and a COPY into a
    temporary table that is rolled back. That measures their DataFrame memory, the peak
    memory of a process doing it (what one pool process needs), and rows per second. The
    median partition goes through the same steps: with thousands of small partitions, the
@@ -79,7 +79,8 @@ class Sample:
     rows: int
     #: "largest" or "median"
     kind: str = "largest"
-    #: The transform's output frame, before and after lossless downcasting.
+    #: The transform's output frame; `downcast_bytes` is the same since workers stopped
+    #: downcasting it (frames.py), kept for the JSON's readers.
     frame_bytes: int = 0
     downcast_bytes: int = 0
     #: Peak resident memory of this process while it did the partition.
@@ -197,7 +198,7 @@ def partition_sizes(
 def measure_partition(
     ctx: WorkerContext, run: PreparedRun, key: str | None, rows: int, kind: str = "largest"
 ) -> Sample:
-    """Put one partition through read -> transform -> downcast -> cast -> COPY, rolled back."""
+    """Put one partition through read -> transform -> cast -> COPY, rolled back."""
     memory.reset_peak()
     started = time.perf_counter()
     try:
@@ -336,7 +337,7 @@ def format_plan(plan: Plan) -> str:
         f"index      {plan.partition_column}: "
         + ("created (CONCURRENTLY)" if plan.index_created else "yes" if plan.indexed else "NONE"),
         f"transform  {plan.transform}, on the largest partitions and the median one",
-        "           (read, transform, downcast, COPY into a table that is rolled back):",
+        "           (read, transform, cast, COPY into a table that is rolled back):",
     ]
     for x in plan.samples:
         if x.error:
@@ -346,8 +347,8 @@ def format_plan(plan: Plan) -> str:
             continue
         lines.append(
             f"  {x.kind:>7} {PartitionKey(x.key).label:>9} {x.rows:>10,} rows  "
-            f"frame {format_bytes(x.frame_bytes):>10} -> {format_bytes(x.downcast_bytes):>10} "
-            f"downcast  process peak {format_bytes(x.peak_rss_bytes):>10}  "
+            f"frame {format_bytes(x.frame_bytes):>10}  "
+            f"process peak {format_bytes(x.peak_rss_bytes):>10}  "
             f"{x.rows / x.seconds:>9,.0f} rows/s"
         )
     z = plan.sizing

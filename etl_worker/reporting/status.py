@@ -192,8 +192,13 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
         f"throughput {s.rows_per_second:,.0f} rows/s  {s.zips_per_minute:,.0f} zips/min  "
         f"elapsed {format_duration(s.elapsed_seconds)}",
         f"memory     peak RSS {format_bytes(s.peak_rss_bytes)}  largest frame "
-        f"{format_bytes(s.largest_frame_bytes)}  frames {format_bytes(s.memory_before_bytes)} -> "
-        f"{format_bytes(s.memory_after_bytes)} after downcasting",
+        f"{format_bytes(s.largest_frame_bytes)}  frames {format_bytes(s.memory_before_bytes)}"
+        # Workers no longer downcast (frames.py): said only for runs whose workers did.
+        + (
+            f" -> {format_bytes(s.memory_after_bytes)} after downcasting"
+            if s.memory_after_bytes != s.memory_before_bytes
+            else ""
+        ),
     ]
     lines.extend(contract_status.format_skipped_line(s.incremental))
     if s.slowest:

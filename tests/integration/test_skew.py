@@ -102,6 +102,26 @@ def test_create_index_builds_the_missing_partition_index_instead_of_warning(stac
     assert valid == (True,)
 
 
+def test_an_existing_target_without_a_partition_index_is_warned_about_or_indexed(
+    stack: Stack,
+) -> None:
+    """Every task DELETEs its partition's earlier rows: without an index on the target,
+    each DELETE scans the whole target."""
+    make_raw_table(stack.database_url, zips=2)
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE out_t (LIKE raw_companies)")
+
+    warned = enqueue(stack, "--all-zips", "--target-table", "out_t", "--transform", IDENTITY)
+    indexed = enqueue(
+        stack, "--all-zips", "--target-table", "out_t", "--transform", IDENTITY, "--create-index"
+    )
+
+    assert 'target table "out_t" has no index on zip_code' in warned.stderr
+    assert "has no index" not in indexed.stderr
+    with connect(stack.database_url) as conn:
+        assert has_index_on(conn, TableName("out_t"), "zip_code")
+
+
 def test_tasks_are_queued_biggest_partition_first(stack: Stack) -> None:
     big = make_skewed_table(stack.database_url)
 

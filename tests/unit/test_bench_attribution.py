@@ -36,6 +36,17 @@ def test_statements_are_named_by_kind_and_audit_queries_by_their_name() -> None:
     assert kinds.kind(lock) == "advisory lock"
     assert kinds.kind('DELETE FROM "t" WHERE "zip_code" = CAST($1 AS text)').startswith("DELETE")
     assert kinds.kind("COMMIT") == "BEGIN / COMMIT / ROLLBACK"
+    # Sent as a simple query (transactions.adbc_run), its constants true included become $n.
+    timeouts = (
+        "-- The first statement of a partition's write transaction\n"
+        "SELECT set_config($1, $2, $3),\n       set_config($4, $5, $6),\n"
+        "       set_config($7, $8, $9)"
+    )
+    assert kinds.kind(timeouts) == "audit: bound_write_transaction"
+    # extract(epoch FROM ...): the field is a constant to pg_stat_statements too.
+    assert kinds.kind(normalized.replace("extract(epoch", "extract($12")) == (
+        "audit: claim_partition"
+    )
     assert kinds.kind("SELECT oid, typname FROM pg_catalog.pg_type") == (
         "driver and run set-up (catalog, SHOW)"
     )
@@ -51,7 +62,8 @@ def test_py_spy_samples_are_put_in_the_pipeline_step_they_were_in() -> None:
     raw = "\n".join(
         [
             f"{TASK};run_partition ({PIPELINE}:120);_process ({PIPELINE}:300);"
-            f"transform_partition ({PIPELINE}:270);read_arrow ({EXTRACT}:80) 30",
+            f"transform_partition ({PIPELINE}:270);"  # the read, in the run's snapshot if any
+            f"read_in_snapshot (/src/etl_worker/snapshot.py:88);read_arrow ({EXTRACT}:80) 30",
             f"{TASK};run_partition ({PIPELINE}:120);_process ({PIPELINE}:300);"
             f"transform_partition ({PIPELINE}:280);clean_companies ({TRANSFORMS}:9);"
             "f (/x/pandas/core/frame.py:1) 50",

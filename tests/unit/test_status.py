@@ -97,6 +97,12 @@ def test_a_run_in_progress_shows_percent_throughput_eta_and_memory() -> None:
     assert "failures" not in text
 
 
+def test_frames_not_downcast_are_not_said_to_be() -> None:
+    status = make_status(memory_before_bytes=2048, memory_after_bytes=2048)
+    text = format_status(status)
+    assert "frames 2.0 KiB" in text and "downcasting" not in text
+
+
 def test_many_zips_failing_the_same_way_are_one_line_with_a_count() -> None:
     zips = [f"{i:05d}" for i in range(12)]
     status = make_status(
