@@ -120,21 +120,15 @@ def read_arrow(
     *,
     ceiling_bytes: int = 0,
     label: str = "",
-    prelude: Sequence[str] = (),
 ) -> pa.Table:
-    """Run `query_text` (values already bound) and return its rows as one Arrow table.
+    """Run `query_text` (values already bound) and return its rows as one Arrow table, in
+    the transaction `fence_token` opened (its snapshot, maybe an exported one), if any.
 
     Reads batch by batch so a partition over `ceiling_bytes` is refused before it is all in
-    memory. `prelude`: statements that must open the read transaction (snapshot.py sets an
-    exported snapshot with them). Ends the read transaction, so no snapshot is held during
-    the transform.
+    memory. Ends the read transaction, so no snapshot is held during the transform.
     """
     cur = adbc_conn.cursor()
     try:
-        if prelude:
-            adbc_conn.rollback()  # a fresh transaction: they must come before any query
-        for statement in prelude:
-            cur.execute(statement)
         cur.execute(query_text)
         reader = cur.fetch_record_batch()
         batches: list[pa.RecordBatch] = []
