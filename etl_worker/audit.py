@@ -4,6 +4,9 @@ audit rows.
     queued -> started -> finished
                       -> retrying -> started ...   (transient error, retried with backoff)
                       -> failed                    (permanent error, or out of attempts)
+                      -> superseded                (another run's newer read was written
+                                                    first: this older read is discarded)
+    queued/started/retrying --(etl-enqueue --cancel)--> cancelled (--resume sends it again)
     started  --(lease expired: the worker died)-------> queued again by the sweeper
     queued/retrying --(message lost from Redis)-------> queued again by the sweeper
     started  --(pool process killed at the hard time limit)--> failed, by its worker's
@@ -13,6 +16,8 @@ audit rows.
 
 `finished` is written in the same transaction as the partition's rows (see pipeline.py), so
 the audit never claims rows that are not there, and rows are never there unaccounted for.
+Every transition an attempt makes names its lease owner: an attempt whose lease lapsed and
+was taken over changes nothing (the methods return False, the caller logs it).
 """
 
 from __future__ import annotations
@@ -48,6 +53,16 @@ class State(enum.StrEnum):
     RETRYING = "retrying"
     FINISHED = "finished"
     FAILED = "failed"
+    #: Not written: another run's newer read of the same partition was written first.
+    SUPERSEDED = "superseded"
+    #: Cancelled with its run (etl-enqueue --cancel); --resume sends it again.
+    CANCELLED = "cancelled"
+
+
+#: States a partition leaves only through --resume: its run is over for it.
+TERMINAL = frozenset({State.FINISHED, State.FAILED, State.SUPERSEDED, State.CANCELLED})
+#: States of a partition still to be done: a run with one is unfinished.
+UNFINISHED = frozenset({State.QUEUED, State.STARTED, State.RETRYING})
 
 
 class RunMode(enum.StrEnum):
@@ -106,10 +121,16 @@ class Claim:
     retries: int
     lease_owner: str | None
     lease_left: float | None
+    #: The partition as its audit row names it (what the worker works on).
+    value: str | None = None
+    split_lo: int | None = None
+    split_hi: int | None = None
+    #: False: the message named another value or split than the row (refused, counted).
+    matches: bool = True
 
     @property
     def done(self) -> bool:
-        return self.state in (State.FINISHED, State.FAILED)
+        return self.state in TERMINAL
 
     @property
     def leased_elsewhere(self) -> bool:
@@ -138,7 +159,7 @@ class Audit:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def create_run(self, spec: RunSpec) -> None:
+    def create_run(self, spec: RunSpec, target_oid: int | None = None) -> None:
         self.conn.execute(
             self._q("insert_run"),
             {
@@ -151,6 +172,7 @@ class Audit:
                 "options": Jsonb(spec.options),
                 "transform_fingerprint": spec.transform_fingerprint,
                 "snapshot_id": spec.snapshot_id,
+                "target_oid": target_oid,
             },
         )
 
@@ -244,6 +266,9 @@ class Audit:
         run_id: str,
         part_id: int,
         *,
+        value: str | None,
+        split_lo: int | None,
+        split_hi: int | None,
         task_id: str,
         worker: str,
         owner: str,
@@ -261,6 +286,9 @@ class Audit:
             "max_attempts": max_attempts,
             "dead_owners": list(dead_owners),
             "schema_version": migrations.code_version(),
+            "part_key": value,
+            "split_lo": split_lo,
+            "split_hi": split_hi,
         }
         try:
             row = self.conn.execute(self._q("claim_partition"), params).fetchone()
@@ -270,10 +298,13 @@ class Audit:
             raise
         if row is None:
             return None
-        state, attempts, retries, lease_owner, lease_left, claimed_attempts, version = row
+        state, attempts, retries, lease_owner, lease_left, claimed_attempts, version = row[:7]
+        matches, key, lo, hi = row[7:]
         migrations.require_version(version or 0, self.schema, _WORKER)
         if claimed_attempts is not None:
-            return Claim(True, State.STARTED, claimed_attempts, retries, owner, lease_seconds)
+            return Claim(
+                True, State.STARTED, claimed_attempts, retries, owner, lease_seconds, key, lo, hi
+            )
         return Claim(
             False,
             state,
@@ -281,9 +312,14 @@ class Audit:
             retries,
             lease_owner,
             None if lease_left is None else float(lease_left),
+            key,
+            lo,
+            hi,
+            matches=bool(matches),
         )
 
     def renew_lease(self, part_id: int, owner: str, lease_seconds: float) -> bool:
+        """False when `owner` no longer holds a live lease on the partition."""
         cur = self.conn.execute(
             self._q("renew_lease"),
             {"part_id": part_id, "owner": owner, "lease_seconds": lease_seconds},
@@ -317,28 +353,71 @@ class Audit:
         row = self.conn.execute(self._q("last_death"), {"part_id": part_id}).fetchone()
         return (None, None) if row is None else (row[0], row[1])
 
-    def mark_retrying(self, part_id: int, error: str) -> None:
-        self.conn.execute(self._q("mark_retrying"), {"part_id": part_id, "error": error})
+    def _owned(self, name: str, params: dict[str, Any]) -> bool:
+        return self.conn.execute(self._q(name), params).fetchone() is not None
+
+    def mark_retrying(self, part_id: int, owner: str, error: str) -> bool:
+        """False (nothing changed) when `owner` no longer holds the partition."""
+        return self._owned("mark_retrying", {"part_id": part_id, "owner": owner, "error": error})
 
     def mark_failed(
         self,
         part_id: int,
+        owner: str,
         error: str,
         rows_read: int | None = None,
         traceback: str | None = None,
-    ) -> None:
-        """`error`: the one line shown and grouped; `traceback`: the whole of it, kept."""
-        params = {"part_id": part_id, "error": error, "rows_read": rows_read}
-        self.conn.execute(self._q("mark_failed"), params | {"traceback": traceback})
+    ) -> bool:
+        """`error`: the one line shown and grouped; `traceback`: the whole of it, kept.
+        False (nothing changed) when `owner` no longer holds the partition."""
+        params = {"part_id": part_id, "owner": owner, "error": error, "rows_read": rows_read}
+        return self._owned("mark_failed", params | {"traceback": traceback})
 
-    def expire_lease(self, part_id: int, owner: str) -> None:
-        """End an attempt that has no outcome: the partition is free to claim (or sweep)."""
-        self.conn.execute(self._q("expire_lease"), {"part_id": part_id, "owner": owner})
+    def mark_exhausted(
+        self,
+        part_id: int,
+        error: str,
+        rows_read: int | None = None,
+        dead_owners: Sequence[str] = (),
+    ) -> bool:
+        """Fail a partition out of attempts, unless a live attempt holds it (False)."""
+        params = {
+            "part_id": part_id,
+            "error": error,
+            "rows_read": rows_read,
+            "dead_owners": list(dead_owners),
+        }
+        return self._owned("mark_exhausted", params)
 
-    def finished_sql(self, part_id: int, stats: dict[str, Any]) -> str:
+    def expire_lease(self, part_id: int, owner: str) -> bool:
+        """End an attempt that has no outcome: the partition is free to claim (or sweep).
+        False when `owner` no longer held it."""
+        return self._owned("expire_lease", {"part_id": part_id, "owner": owner})
+
+    def begin_write_sql(
+        self,
+        part_id: int,
+        owner: str,
+        target_oid: int | None,
+        part_value: str,
+        token: int | None,
+    ) -> str:
+        """The write transaction's lock, ownership and fence checks (`begin_write` in
+        migration 4), bound, for the ADBC connection: returns (verdict, detail)."""
+        params = {
+            "part_id": part_id,
+            "owner": owner,
+            "target_oid": target_oid,
+            "part_value": part_value,
+            "token": token,
+        }
+        return self.bind(self._q("begin_write"), params)
+
+    def finished_sql(self, part_id: int, owner: str, stats: dict[str, Any]) -> str:
         """The `mark_finished` statement with its values bound, to run inside the data
-        transaction on the ADBC connection (so `finished` commits with the rows)."""
-        return self.bind(self._q("mark_finished"), {"part_id": part_id, **stats})
+        transaction on the ADBC connection (so `finished` commits with the rows). Returns
+        the part id, or no row if `owner` no longer held the partition."""
+        return self.bind(self._q("mark_finished"), {"part_id": part_id, "owner": owner, **stats})
 
     def write_timeouts_sql(self, statement_seconds: float, idle_seconds: float) -> str:
         """The write transaction's first statement: Postgres ends the transaction (freeing
@@ -349,9 +428,6 @@ class Audit:
             "idle_ms": str(int(idle_seconds * 1000)),
         }
         return self.bind(self._q("bound_write_transaction"), params)
-
-    def state_sql(self, part_id: int) -> str:
-        return self.bind(self._q("partition_state"), {"part_id": part_id})
 
     def bind(self, statement: sql.Composed | sql.SQL, params: dict[str, Any]) -> str:
         # psycopg's own client-side parameter binding (the values are adapted and quoted by
@@ -399,6 +475,15 @@ class Audit:
         """(run id, raw, target, transform, mode, created, partitions, finished, failed,
         started, rows written) of the latest `limit` runs, newest first."""
         return [tuple(r) for r in self.conn.execute(self._q("recent_runs"), {"limit": limit})]
+
+    def superseded(self, run_id: str) -> dict[str, list[tuple[Any, ...]]]:
+        """Superseding run id -> (value, split lo, split hi) of the partitions it replaced."""
+        rows = self.conn.execute(self._q("run_superseded"), {"run_id": run_id}).fetchall()
+        return {str(r[0]): list(zip(r[1], r[2], r[3], strict=True)) for r in rows}
+
+    def refused_messages(self, run_id: str) -> int:
+        row = self.conn.execute(self._q("run_refused_messages"), {"run_id": run_id}).fetchone()
+        return 0 if row is None else int(row[0])
 
     def failures(self, run_id: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.conn.execute(self._q("run_failures"), {"run_id": run_id})]

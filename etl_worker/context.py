@@ -33,6 +33,7 @@ from etl_worker.errors import ConfigError, TransformRefused
 from etl_worker.fingerprint import allowed_modules, load_checked, refusal_message
 from etl_worker.heartbeat import Heartbeat
 from etl_worker.load import TargetSchema, target_schema
+from etl_worker.runguard import target_oid
 from etl_worker.transforms import load_transform
 
 
@@ -48,6 +49,9 @@ class PreparedRun:
     split_column: str | None
     target_schema: TargetSchema
     transform: Callable[[pd.DataFrame], pd.DataFrame]
+    #: The target's oid: what writers of a partition lock on and fence by, whatever name
+    #: each run gives the table (None for a dry run's missing target: nothing is written).
+    target_oid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class WorkerContext:
             target_schema=target_schema(self.adbc, schema_table, columns),
             # Only after `guards` let this process import it (the allow-list).
             transform=load_transform(spec.transform),
+            target_oid=None if spec.dry_run else target_oid(self.pg, target),
         )
 
 

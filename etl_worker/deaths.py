@@ -21,6 +21,7 @@ one that crashed, says so instead.
 from __future__ import annotations
 
 import enum
+import os
 import re
 import signal
 from collections.abc import Callable
@@ -179,3 +180,19 @@ def attempts_exhausted_error(
         f"{head} that died without finishing, with no cause recorded (their worker node was "
         f"lost, or could not reach the database) — see the workers' logs, then: {resume}"
     )
+
+
+def owner_is_dead_here(owner: str | None, host: str) -> bool:
+    """The lease owner is a process on this machine that no longer exists (OOM-killed)."""
+    if not owner:
+        return False
+    parts = owner.split(":")
+    if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

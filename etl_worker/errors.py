@@ -40,6 +40,11 @@ class RunNotFound(EtlError):
     """A run id that the audit table does not know."""
 
 
+class RunInProgress(EtlError):
+    """Another run on the same target table has partitions still to do: a second run would
+    write the same partitions under it (and, partitioned by another column, beside it)."""
+
+
 class ServiceUnavailable(EtlError):
     """Postgres or Redis does not answer at the configured URL."""
 

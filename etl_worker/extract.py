@@ -72,6 +72,47 @@ def typed_value(
     return cast.column(0)[0]
 
 
+#: The fence token of a partition's read (pipeline.py): the xmax of the snapshot it reads
+#: in. Every transaction that committed before the snapshot has an id below it, and any
+#: transaction given an id after the snapshot has one at or above it: a read that sees a
+#: commit another read did not see has a greater xmax (the rows added between two runs'
+#: reads make the later read's token strictly greater).
+FENCE_TOKEN_SQL = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+_REPEATABLE_READ = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+
+
+def fence_token(adbc_conn: Any, prelude: Sequence[str] = ()) -> int:
+    """Start the read transaction and return its fence token: REPEATABLE READ, its
+    snapshot taken by the token's own statement (or `prelude`'s, which open it in an
+    exported snapshot: snapshot.py), so the `read_arrow` that follows (without a prelude)
+    reads the snapshot the token comes from, and ends the transaction."""
+    cur = adbc_conn.cursor()
+    try:
+        if prelude:
+            adbc_conn.rollback()  # a fresh transaction: they must come before any query
+            for statement in prelude:
+                cur.execute(statement)
+        else:
+            try:
+                cur.execute(_REPEATABLE_READ)
+            except Exception:
+                # A statement since the last commit took a snapshot (a catalog look-up of
+                # the run's set-up): start a fresh transaction and set it there.
+                adbc_conn.rollback()
+                cur.close()
+                cur = adbc_conn.cursor()
+                cur.execute(_REPEATABLE_READ)
+        cur.execute(FENCE_TOKEN_SQL)
+        row = cur.fetchone()
+    except BaseException:
+        adbc_conn.rollback()
+        raise
+    finally:
+        cur.close()
+    assert row is not None
+    return int(row[0])
+
+
 def read_arrow(
     adbc_conn: Any,
     query_text: str,
@@ -79,25 +120,15 @@ def read_arrow(
     *,
     ceiling_bytes: int = 0,
     label: str = "",
-    prelude: Sequence[str] = (),
 ) -> pa.Table:
-    """Run `query_text` (values already bound) and return its rows as one Arrow table.
+    """Run `query_text` (values already bound) and return its rows as one Arrow table, in
+    the transaction `fence_token` opened (its snapshot, maybe an exported one), if any.
 
     Reads batch by batch so a partition over `ceiling_bytes` is refused before it is all in
-    memory. `prelude`: statements that must open the read transaction (snapshot.py sets an
-    exported snapshot with them); the transaction ends after the read, so no snapshot is
-    held during the transform. Without a prelude the read is one statement, so it runs in
-    autocommit: no BEGIN before it nor ROLLBACK after it (two round trips of the five it
-    took). The connection is left in autocommit off, as it was found, for the write.
+    memory. Ends the read transaction, so no snapshot is held during the transform.
     """
-    adbc_conn.rollback()  # a fresh transaction, or none open (no round trip when idle)
-    autocommit = not prelude
-    if autocommit:
-        adbc_conn.adbc_connection.set_autocommit(True)
     cur = adbc_conn.cursor()
     try:
-        for statement in prelude:
-            cur.execute(statement)
         cur.execute(query_text)
         reader = cur.fetch_record_batch()
         batches: list[pa.RecordBatch] = []
@@ -113,8 +144,5 @@ def read_arrow(
         table = pa.Table.from_batches(batches, schema=reader.schema)
     finally:
         cur.close()
-        if autocommit:
-            adbc_conn.adbc_connection.set_autocommit(False)
-        else:
-            adbc_conn.rollback()
+        adbc_conn.rollback()
     return normalize_read(table, columns)

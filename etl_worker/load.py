@@ -175,3 +175,29 @@ def ingest(adbc_cursor: Any, table: TableName, data: pa.Table) -> int:
     return int(
         adbc_cursor.adbc_ingest(table.name, data, mode="append", db_schema_name=table.schema)
     )
+
+
+def warm_up() -> None:
+    """Run a small synthetic frame through the frame path (Arrow -> pandas, cast for the
+    write), so what pandas and pyarrow load lazily on first use (categoricals, compute
+    kernels) is loaded when the pool process starts. The first partition then costs what
+    the others cost, and a pool process's baseline memory includes its libraries."""
+    from decimal import Decimal
+
+    from etl_worker.frames import frame_memory, to_frame
+
+    n = 128
+    table = pa.table(
+        {
+            "i": pa.array(range(n), pa.int64()),
+            "f": pa.array([0.5] * n, pa.float64()),
+            "s": pa.array(["a", "b"] * (n // 2)),
+            "d": pa.array([Decimal("1.25")] * n, pa.decimal128(14, 2)),
+        }
+    )
+    columns = [Column(name, "", "", "", False) for name in table.column_names]
+    frame = to_frame(table)
+    frame_memory(frame)
+    # One column cast to a narrower type: loads the cast kernels the write uses.
+    target = table.schema.set(0, pa.field("i", pa.int32()))
+    to_arrow(frame, TargetSchema(TableName("warm_up"), columns, target))

@@ -1,20 +1,31 @@
-"""Run one partition: claim -> read -> transform -> cast -> (lock, delete + COPY, finished)
-in one transaction. Callable without Celery; `tasks.py` only maps its outcome onto Celery.
+"""Run one partition: claim -> read -> transform -> cast -> (lock, checks, delete + COPY,
+finished) in one transaction. Callable without Celery; `tasks.py` only maps its outcome onto
+Celery.
 
-Why each step is safe to repeat:
-- the claim refuses partitions already finished or failed in this run, and partitions leased
-  by a live attempt (a duplicate delivery waits for the lease instead of doing the work twice);
-- the write takes a transaction-level advisory lock on (target, partition), re-checks that the
-  partition is not finished, deletes its earlier rows and COPYs the new ones, and marks it
-  finished — all in one transaction, so a crash at any point leaves either the old rows or
-  the new ones, each exactly once, and an audit row that says which.
+Why each step is safe to repeat, and to race:
+- the claim refuses partitions already done in this run (finished, failed, superseded,
+  cancelled), partitions leased by a live attempt (a duplicate delivery waits for the lease
+  instead of doing the work twice), and a message whose partition value or split is not
+  its audit row's (refused, counted, nothing written). The worker then works on the
+  partition its audit row names, never on the one the message names;
+- the read records a fence token: the xmax of the snapshot it read in (`extract.fence_token`);
+- the write (`begin_write`, one round trip) takes a transaction-level advisory lock on the
+  target's oid and the partition value (NULL and '' tagged apart) — not the table's name,
+  not the split — so every writer of a partition's rows queues there, whatever its run,
+  split or name for the table; re-checks, holding the audit row, that this attempt still
+  holds the partition (a stale attempt, or a cancelled partition, writes nothing); and
+  discards a read older than one another run already wrote (the partition is marked
+  `superseded` by that run). Then it deletes the partition's earlier rows, COPYs the new
+  ones and marks it finished — all in one transaction, so a crash at any point leaves
+  either the old rows or the new ones, each exactly once, and an audit row that says which;
+- every other transition of an attempt (retrying, failed, lease ended) names its lease
+  owner: an attempt whose lease lapsed and was taken over changes nothing, and says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 import traceback
 import uuid
@@ -57,26 +68,11 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What happened to one delivery of a partition."""
 
-    status: str  # finished | skipped (a retry or deferral raises RetryLater instead)
+    #: finished | skipped | superseded | refused (a retry or deferral raises RetryLater)
+    status: str
     part_id: int
     detail: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def _owner_is_dead_here(owner: str | None, host: str) -> bool:
-    """The lease owner is a process on this machine that no longer exists (OOM-killed)."""
-    if not owner:
-        return False
-    parts = owner.split(":")
-    if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
-        return False
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def run_partition(
@@ -98,7 +94,7 @@ def run_partition(
     owner = lease_owner(ctx.host, ctx.pid, task_id or uuid.uuid4().hex)
     try:
         guards = ctx.guards(run_id)
-        claim = _claim(ctx, run_id, part_id, task_id, owner)
+        claim = _claim(ctx, run_id, part_id, key, task_id, owner)
     except WorkerCannotServe as exc:
         # This worker's code does not fit the database or the run: no attempt is counted,
         # and the message comes back for a worker that fits (or this one, once upgraded).
@@ -115,6 +111,20 @@ def run_partition(
         raise
     if claim is None:
         return Outcome("skipped", part_id, "no such partition in the audit table")
+    if not claim.matches:
+        # A hand-sent task, a bug, anyone with write access to the broker: the message
+        # would rewrite another partition and mark this one done. Refused and counted on
+        # the run (runs.refused_messages) by the claim itself.
+        row = PartitionKey(claim.value, claim.split_lo, claim.split_hi).label
+        detail = (
+            f"refused: the message names partition {key.label} but audit row {part_id} of "
+            f"run {run_id} is partition {row}; nothing written (counted in "
+            "runs.refused_messages)"
+        )
+        log.error("message %s: %s", task_id or "-", detail)
+        return Outcome("refused", part_id, detail)
+    # From here on, the partition the audit row names (the message's agrees with it).
+    key = PartitionKey(claim.value, claim.split_lo, claim.split_hi)
     if not claim.claimed:
         if claim.done:
             return Outcome("skipped", part_id, f"already {claim.state} in this run")
@@ -136,7 +146,10 @@ def run_partition(
                 run_id=run_id,
             )
         )
-        ctx.audit.mark_failed(part_id, str(error), rows_read=rows)
+        dead = [o for o in [claim.lease_owner] if o and deaths.owner_is_dead_here(o, ctx.host)]
+        if not ctx.audit.mark_exhausted(part_id, str(error), rows_read=rows, dead_owners=dead):
+            log.warning("partition %s: out of attempts, but it moved on meanwhile", key.label)
+            return Outcome("skipped", part_id, "out of attempts; the partition moved on")
         raise error
 
     heartbeat = ctx.heartbeat if renews_lease else None
@@ -145,15 +158,16 @@ def run_partition(
     memory.reset_peak()
     rss_before = memory.current_rss()
     try:
-        return _process(ctx, ctx.prepared(run_id), part_id, key, guards)
+        return _process(ctx, ctx.prepared(run_id), part_id, key, owner, guards)
     except Exception as exc:
-        _record_failure(ctx, run_id, part_id, key, claim.retries, exc)
+        _record_failure(ctx, run_id, part_id, key, owner, claim.retries, exc)
         raise
     except BaseException:
         # Shutdown (SystemExit), or cancelled after the broker connection was lost: not the
         # partition's fault. End the lease now: a redelivered message starts at once, and
         # a message Redis keeps unacked until its visibility timeout is swept back sooner.
-        _safe(lambda: ctx.audit.expire_lease(part_id, owner))
+        if _safe(lambda: ctx.audit.expire_lease(part_id, owner)) is False:
+            _stale(key, owner, "ending its lease")
         raise
     finally:
         if heartbeat is not None:
@@ -162,9 +176,24 @@ def run_partition(
             memory.release_free_memory()
 
 
-def _claim(ctx: WorkerContext, run_id: str, part_id: int, task_id: str, owner: str) -> Any:
+def _stale(key: PartitionKey, owner: str, what: str) -> None:
+    log.warning(
+        "partition %s: attempt %s no longer holds it (its lease lapsed and the partition "
+        "moved on): %s changed nothing",
+        key.label,
+        owner,
+        what,
+    )
+
+
+def _claim(
+    ctx: WorkerContext, run_id: str, part_id: int, key: PartitionKey, task_id: str, owner: str
+) -> Any:
     audit, settings = ctx.audit, ctx.settings
     kwargs = dict(
+        value=key.value,
+        split_lo=key.split_lo,
+        split_hi=key.split_hi,
         task_id=task_id,
         worker=ctx.worker_name,
         owner=owner,
@@ -175,7 +204,7 @@ def _claim(ctx: WorkerContext, run_id: str, part_id: int, task_id: str, owner: s
     if claim is not None and not claim.claimed and claim.leased_elsewhere:
         # The lease holder may be a process on this machine that was killed (OOM): its
         # message came straight back to us; take over now instead of waiting out the lease.
-        if claim.lease_owner and _owner_is_dead_here(claim.lease_owner, ctx.host):
+        if claim.lease_owner and deaths.owner_is_dead_here(claim.lease_owner, ctx.host):
             claim = audit.claim(run_id, part_id, dead_owners=[claim.lease_owner], **kwargs)  # type: ignore[arg-type]
             if claim is not None and not claim.claimed:
                 # Still refused: out of attempts. A dead process's lease is no lease, so the
@@ -197,6 +226,7 @@ def _record_failure(
     run_id: str,
     part_id: int,
     key: PartitionKey,
+    owner: str,
     retries: int,
     exc: BaseException,
 ) -> None:
@@ -217,7 +247,9 @@ def _record_failure(
             # back from a restart: try for a few seconds (unrecorded, the next delivery
             # waits out the lease, ETL_LEASE_SECONDS at most).
             note = f"{error} (retry in {countdown:.0f}s)"
-            _safe(lambda: ctx.audit.mark_retrying(part_id, note), tries=5, reset=ctx)
+            mark = lambda: ctx.audit.mark_retrying(part_id, owner, note)  # noqa: E731
+            if _safe(mark, tries=5, reset=ctx) is False:
+                _stale(key, owner, f"its retry after {error}")
             raise RetryLater(str(error), countdown) from exc
         error = PermanentPartitionError(
             f"partition {key.label}: still failing after {retries} retries: {error}"
@@ -225,8 +257,10 @@ def _record_failure(
     message = str(error)
     # The whole traceback (causes chained) is kept for etl-report; `error` stays one line.
     detail = "".join(traceback.format_exception(exc))
-    _safe(lambda: ctx.audit.mark_failed(part_id, message, traceback=detail))
-    log.error("partition %s failed: %s", key.label, message)
+    if _safe(lambda: ctx.audit.mark_failed(part_id, owner, message, traceback=detail)) is False:
+        _stale(key, owner, f"its failure ({message})")
+    else:
+        log.error("partition %s failed: %s", key.label, message)
     if error is not exc:
         raise error from exc
 
@@ -286,6 +320,8 @@ class Transformed:
 
     data: pa.Table
     rows_read: int
+    #: The read's fence token (`extract.FENCE_TOKEN_SQL`).
+    token: int
     read_seconds: float
     transform_seconds: float
     memory_before_bytes: int
@@ -300,7 +336,7 @@ def transform_partition(
     Arrow types. Writes nothing (etl-plan measures partitions with it)."""
     started = time.perf_counter()
     where, params = predicate(key, run.partition_column, run.split_column)
-    table = read_in_snapshot(
+    table, token = read_in_snapshot(
         ctx.adbc,
         ctx.audit.bind(select_sql(run.raw, where), params),  # psycopg binds, ADBC runs
         run.raw_columns,
@@ -339,6 +375,7 @@ def transform_partition(
     return Transformed(
         data=data,
         rows_read=rows_read,
+        token=token,
         read_seconds=read_done - started,
         transform_seconds=time.perf_counter() - read_done,
         memory_before_bytes=memory_before,
@@ -347,7 +384,12 @@ def transform_partition(
 
 
 def _process(
-    ctx: WorkerContext, run: PreparedRun, part_id: int, key: PartitionKey, guards: RunGuards
+    ctx: WorkerContext,
+    run: PreparedRun,
+    part_id: int,
+    key: PartitionKey,
+    owner: str,
+    guards: RunGuards,
 ) -> Outcome:
     audit = ctx.audit
     started = time.perf_counter()
@@ -358,26 +400,31 @@ def _process(
     bind = audit.bind
     write_started = time.perf_counter()
 
-    # NULL and '' are different partitions: tag the value so they get different locks.
+    # NULL and '' are different partitions: tag the value so they lock and fence apart.
     tagged = "n" if key.value is None else "v" + key.value
-    lock_key = f"{run.target}\x1f{tagged}\x1f{key.split_lo}"
     with explicit_transaction(ctx.adbc) as cur:
         # Bound how long this transaction can hold its locks if this process freezes
         # (SIGSTOP, a paused VM) or waits: Postgres ends it (docs/reliability.md). Sent
         # with the BEGIN, in one round trip (transactions.explicit_transaction).
         limits = ctx.settings.write_timeout_seconds, ctx.settings.lease_seconds
         adbc_run(cur, "BEGIN; " + audit.write_timeouts_sql(*limits))
-        cur.execute(
-            bind(
-                sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"), {"k": lock_key}
+        # Lock (target oid, value), check that this attempt still holds the partition and
+        # that no other run wrote a newer read of it: one round trip (migration 4).
+        cur.execute(audit.begin_write_sql(part_id, owner, run.target_oid, tagged, part.token))
+        verdict, detail = cur.fetchone()
+        if verdict == "superseded":
+            adbc_run(cur, "COMMIT")  # the row now says superseded, and by which run
+            log.warning(
+                "partition %s: run %s wrote a newer read of it first; this read is discarded",
+                key.label,
+                detail,
             )
-        )
-        cur.fetchall()
-        cur.execute(audit.state_sql(part_id))
-        state = cur.fetchone()
-        if state is not None and state[0] == "finished":
+            return Outcome("superseded", part_id, f"by run {detail}")
+        if verdict != "write":
             adbc_run(cur, "ROLLBACK")
-            return Outcome("skipped", part_id, "finished by another delivery meanwhile")
+            if not detail.startswith(("finished", "cancelled", "superseded")):
+                _stale(key, owner, "its write")
+            return Outcome("skipped", part_id, f"not written: the partition is {detail}")
         rows_written = 0
         if not run.spec.dry_run:
             delete = sql.SQL("DELETE FROM {} WHERE {}").format(run.target.ident, where)
@@ -397,39 +444,13 @@ def _process(
             "peak_rss_bytes": memory.peak_rss(),
         }
         # The fingerprints, the contract's outcome and `finished` commit with the rows; the
-        # COMMIT goes in the same round trip.
+        # COMMIT goes in the same round trip. `finished` needs no check of its own:
+        # begin_write holds the audit row (FOR UPDATE) for this attempt until the COMMIT.
         statements = (
             audit.partition_fingerprint_sql(part_id, guards.fingerprint),
-            audit.finished_sql(part_id, stats),
+            audit.finished_sql(part_id, owner, stats),
             run_checks.finished_extras_sql(ctx, run, part_id, checked),
             "COMMIT",
         )
         adbc_run(cur, ";\n".join(s.rstrip().rstrip(";") for s in statements))
     return Outcome("finished", part_id, stats=stats)
-
-
-def warm_up() -> None:
-    """Run a small synthetic frame through the frame path (Arrow -> pandas, cast for the
-    write), so what pandas and pyarrow load lazily on first use (categoricals, compute
-    kernels) is loaded when the pool process starts. The first partition then costs what
-    the others cost, and a pool process's baseline memory includes its libraries."""
-    from decimal import Decimal
-
-    from etl_worker.db import Column, TableName
-    from etl_worker.load import TargetSchema
-
-    n = 128
-    table = pa.table(
-        {
-            "i": pa.array(range(n), pa.int64()),
-            "f": pa.array([0.5] * n, pa.float64()),
-            "s": pa.array(["a", "b"] * (n // 2)),
-            "d": pa.array([Decimal("1.25")] * n, pa.decimal128(14, 2)),
-        }
-    )
-    columns = [Column(name, "", "", "", False) for name in table.column_names]
-    frame = to_frame(table)
-    frame_memory(frame)
-    # One column cast to a narrower type: loads the cast kernels the write uses.
-    target = table.schema.set(0, pa.field("i", pa.int32()))
-    to_arrow(frame, TargetSchema(TableName("warm_up"), columns, target))

@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from psycopg import sql
 from redis.exceptions import RedisError
 
-from etl_worker import brokers, contracts, incremental
+from etl_worker import brokers, contracts, incremental, runguard
 from etl_worker.audit import Audit, QueuedPartition, RunMode, RunSpec
 from etl_worker.celery_app import TASK_NAME, make_app
 from etl_worker.config import Settings, redact_url
@@ -492,8 +492,11 @@ def enqueue_run(
             contracts.create_quarantine_for(conn, target, options)
         audit = Audit(conn, settings.audit_schema)
         audit.ensure_schema()
+        oid = None if spec.dry_run else runguard.target_oid(conn, target)
         with conn.transaction():
-            audit.create_run(spec)
+            if oid is not None:
+                runguard.refuse_if_target_busy(conn, settings.audit_schema, oid, run_id)
+            audit.create_run(spec, oid)
             if selection is not None:
                 audit.record_incremental(run_id, selection.as_json())
             parts = audit.add_partitions(
@@ -563,13 +566,18 @@ def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) ->
         # refuse it and say so), and reads the raw table as it is: an earlier producer's
         # snapshot is gone, or goes when that producer ends.
         loaded = load_checked(spec.transform, allowed_modules(settings.transform_modules))
-        audit.resume_run_guards(run_id, loaded.fingerprint)
-        candidates = audit.resume_candidates(run_id)
-        running = {p for p, _, _, live in candidates if live}
-        waiting = {t for _, state, t, _ in candidates if state in ("queued", "retrying")}
-        queued = still_queued(app, settings, {settings.queue: waiting})
-        send = [p for p, _, t, live in candidates if not live and t not in queued]
-        parts = audit.requeue_unfinished(run_id, send) if send else []
+        oid = None if spec.dry_run else runguard.run_target_oid(conn, settings.audit_schema, run_id)
+        # The check and the requeue in one turn on the target (runguard.py).
+        with conn.transaction():
+            if oid is not None:
+                runguard.refuse_if_target_busy(conn, settings.audit_schema, oid, run_id)
+            audit.resume_run_guards(run_id, loaded.fingerprint)
+            candidates = audit.resume_candidates(run_id)
+            running = {p for p, _, _, live in candidates if live}
+            waiting = {t for _, state, t, _ in candidates if state in ("queued", "retrying")}
+            queued = still_queued(app, settings, {settings.queue: waiting})
+            send = [p for p, _, t, live in candidates if not live and t not in queued]
+            parts = audit.requeue_unfinished(run_id, send) if send else []
         seconds = send_tasks(app, settings, run_id, parts)
     notes: tuple[str, ...] = ()
     if queued or running:
@@ -578,6 +586,13 @@ def resume_run(settings: Settings, run_id: str, *, app: Celery | None = None) ->
             f"{len(running):,} running — the run is still going",
         )
     return Enqueued(run_id, len(parts), seconds, resumed=True, notes=notes)
+
+
+def cancel_run(settings: Settings, run_id: str) -> int:
+    """Cancel the run's unfinished partitions (`runguard.cancel_run`); returns how many."""
+    with connect(settings.database_url) as conn:
+        Audit(conn, settings.audit_schema).get_run(run_id)  # RunNotFound with a clear message
+        return runguard.cancel_run(conn, settings.audit_schema, run_id)
 
 
 def describe(result: Enqueued) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from etl_worker.db import Column, connect, first_line
 from etl_worker.errors import SnapshotGone
-from etl_worker.extract import read_arrow
+from etl_worker.extract import fence_token, read_arrow
 
 #: Postgres's "invalid snapshot identifier" (the exporting transaction ended) is 22023.
 _INVALID_PARAMETER_VALUE = "22023"
@@ -81,18 +81,14 @@ def read_in_snapshot(
     run_id: str,
     ceiling_bytes: int = 0,
     label: str = "",
-) -> pa.Table:
-    """`extract.read_arrow`, in the run's snapshot when `snapshot` has its statements; a
-    snapshot that is gone is a `SnapshotGone` that says how to go on."""
+) -> tuple[pa.Table, int]:
+    """`extract.read_arrow`, in the run's snapshot when `snapshot` has its statements, with
+    the read's fence token (`extract.fence_token`); a snapshot that is gone is a
+    `SnapshotGone` that says how to go on."""
     try:
-        return read_arrow(
-            adbc_conn,
-            query_text,
-            columns,
-            ceiling_bytes=ceiling_bytes,
-            label=label,
-            prelude=snapshot,
-        )
+        token = fence_token(adbc_conn, snapshot)
+        table = read_arrow(adbc_conn, query_text, columns, ceiling_bytes=ceiling_bytes, label=label)
+        return table, token
     except Exception as exc:
         if snapshot and getattr(exc, "sqlstate", None) == _INVALID_PARAMETER_VALUE:
             raise SnapshotGone(

@@ -15,7 +15,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init
 
-from etl_worker import brokers, memory, pipeline, supervisor, sweeper
+from etl_worker import brokers, load, memory, pipeline, supervisor, sweeper
 from etl_worker.celery_app import SWEEP_TASK_NAME, TASK_NAME, make_app
 from etl_worker.config import Settings
 from etl_worker.context import worker_context
@@ -38,7 +38,7 @@ app.steps["worker"].add(supervisor.step_for(settings))
 @worker_process_init.connect
 def _prepare_pool_process(**_: Any) -> None:
     memory.use_system_allocator()
-    pipeline.warm_up()
+    load.warm_up()
 
 
 @app.task(

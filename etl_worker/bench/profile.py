@@ -5,7 +5,7 @@ its pool process (idle time included: waiting on Postgres is time the partition 
 Each sample is put in the bucket of the pipeline step it was in: the deepest frame in
 pipeline.py decides, by the function it called (the read, to_frame, the transform, shrink,
 to_arrow, ingest, the claim) or, for the statements it sends itself, by the source of the
-call (the advisory lock, the state re-check, DELETE, the finished UPDATE, COMMIT). Samples
+call (begin_write: the lock and checks; DELETE, the finished UPDATE, COMMIT). Samples
 in the Celery task around it count as task overhead; samples between tasks are not counted.
 Buckets hold milliseconds per partition: samples / rate / partitions.
 
@@ -65,17 +65,17 @@ _STEPS = {
     "bind": "build SQL",
     "select_sql": "build SQL",
     "finished_sql": "build SQL",
-    "state_sql": "build SQL",
+    "begin_write_sql": "build SQL",
+    "fence_token": "read: ADBC COPY TO -> Arrow",
 }
 #: Words in the source of a statement the pipeline sends itself, by the step they are.
 _STATEMENTS = (
-    ("pg_advisory", "advisory lock"),
-    ("state_sql", "re-check state"),
+    ("begin_write_sql", "begin the write (lock, state and fence checks)"),
     ("delete", "DELETE the partition's old rows"),
     ("finished_sql", "finish (audit UPDATE)"),
     ("commit", "COMMIT"),
     ("rollback", "ROLLBACK"),
-    ("fetch", "fetch a statement's result (lock, state)"),
+    ("fetch", "fetch a statement's result (begin_write, finished)"),
     ("del ", "free the frames (del)"),
 )
 #: Steps under this share of the samples are summed into one row.

@@ -29,9 +29,8 @@ from etl_worker.config import Settings
 from etl_worker.context import WorkerContext
 from etl_worker.extract import predicate, read_arrow, select_sql
 from etl_worker.frames import frame_memory, shrink, to_frame
-from etl_worker.load import to_arrow
+from etl_worker.load import to_arrow, warm_up
 from etl_worker.partition import PartitionKey
-from etl_worker.pipeline import warm_up
 
 TABLE = "bench_shrink_{rows}"
 

@@ -29,6 +29,13 @@ from etl_worker.snapshot import ExportedSnapshot
     help="Send again the partitions of RUN_ID that did not finish (its own tables and transform).",
 )
 @click.option(
+    "--cancel",
+    "cancel_run",
+    metavar="RUN_ID",
+    help="Cancel RUN_ID: its queued, started and retrying partitions become cancelled and "
+    "workers skip them (--resume RUN_ID sends them again).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     default=None,
@@ -131,6 +138,7 @@ def main(
     zips: str | None,
     zip_table: str | None,
     resume_run: str | None,
+    cancel_run: str | None,
     dry_run: bool | None,
     test_mode: bool | None,
     truth_table: str | None,
@@ -172,7 +180,13 @@ def main(
     given = [flag for flag, value in test_only.items() if value is not None]
     if given and not settings.test_mode:
         raise click.UsageError(f"{', '.join(given)} only means something with --test")
-    chosen = [all_zips, zips is not None, zip_table is not None, resume_run is not None]
+    chosen = [
+        all_zips,
+        zips is not None,
+        zip_table is not None,
+        resume_run is not None,
+        cancel_run is not None,
+    ]
     if attach_run is not None:
         if not wait or any(chosen) or settings.test_mode:
             raise click.UsageError(
@@ -185,10 +199,19 @@ def main(
         return
     if sum(chosen) + settings.test_mode != 1:
         raise click.UsageError(
-            "choose exactly one of --all-zips, --zips, --zip-table, --resume, --test"
+            "choose exactly one of --all-zips, --zips, --zip-table, --resume, --cancel, --test"
         )
     if changed_since is not None and not all_zips:
         raise click.UsageError("--changed-since goes with --all-zips")
+    if cancel_run:
+        cancelled = producer.cancel_run(settings, cancel_run)
+        click.echo(cancel_run)
+        click.echo(
+            f"cancelled {cancelled:,} unfinished partition(s) of run {cancel_run}; resume it "
+            f"with: etl-enqueue --resume {cancel_run}",
+            err=True,
+        )
+        return
     if snapshot and (resume_run or not wait):
         raise click.UsageError(
             "--snapshot needs --wait (the snapshot lives while etl-enqueue waits) and a new "

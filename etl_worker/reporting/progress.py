@@ -23,7 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from etl_worker.audit import State
+from etl_worker.audit import TERMINAL, State
 from etl_worker.config import Settings
 from etl_worker.producer import run_queue
 from etl_worker.reconnect import PatientAudit
@@ -45,8 +45,8 @@ def wait_for_run(
     show: bool = True,
     on_poll: Callable[[], object] | None = None,
 ) -> RunStatus:
-    """Poll the audit table until every partition of the run is finished or failed (a run
-    of no partitions is complete at once).
+    """Poll the audit table until every partition of the run is done: finished, failed,
+    superseded or cancelled (a run of no partitions is complete at once).
 
     `on_poll` runs between polls (the sweeper hooks in there, so a waiting producer also
     recovers partitions of dead workers). A database outage is waited out with a notice
@@ -87,10 +87,9 @@ def wait_for_run(
         while True:
             counts = audit.run(lambda a: a.counts(run_id))
             total = sum(c[0] for c in counts.values())
-            finished = counts.get(State.FINISHED, (0, 0, 0))[0]
+            done = sum(counts.get(s, (0, 0, 0))[0] for s in TERMINAL)
             failed = counts.get(State.FAILED, (0, 0, 0))[0]
             rows = sum(c[2] for c in counts.values())
-            done = finished + failed
             progress.update(bar, total=total, completed=done, rows=rows, failed=failed)
             ended = done >= total
             done_before = done if done_before is None else done_before

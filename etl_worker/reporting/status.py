@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from etl_worker.audit import Audit, RunMode, State
+from etl_worker.audit import TERMINAL, Audit, RunMode, State
 from etl_worker.partition import partition_label
 from etl_worker.reporting import contract_status
 from etl_worker.units import format_bytes, format_duration
@@ -45,10 +45,15 @@ class RunStatus:
     #: An incremental run's selection: what it enqueued, and what it skipped and why (the
     #: skipped partitions are not in `total`).
     incremental: dict[str, Any] | None = None
+    #: Superseding run id -> labels of the partitions whose older read it replaced.
+    superseded_by: dict[str, list[str]] = field(default_factory=dict)
+    #: Messages refused: their partition was not their audit row's (nothing written).
+    refused_messages: int = 0
 
     @property
     def done(self) -> int:
-        return self.states.get(State.FINISHED, 0) + self.states.get(State.FAILED, 0)
+        """Partitions the run is over for: finished, failed, superseded or cancelled."""
+        return sum(self.states.get(s, 0) for s in TERMINAL)
 
     @property
     def complete(self) -> bool:
@@ -81,7 +86,7 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
     rows_read = sum(c[1] for c in counts.values())
     rows_written = sum(c[2] for c in counts.values())
     _, _, _, _, peak, mem_before, mem_after, largest = audit.timing(run_id)
-    done = states[State.FINISHED] + states[State.FAILED]
+    done = sum(states[s] for s in TERMINAL)
     # Working time, not first start to last finish: a --resume hours later must not
     # count the hours it waited in elapsed, nor divide the throughput by them.
     elapsed = audit.working_seconds(run_id, IDLE_GAP_SECONDS)
@@ -134,6 +139,11 @@ def run_status(audit: Audit, run_id: str, *, details: bool = True) -> RunStatus:
             grouped[_error_kind(error or "", key, lo, hi)].append(label)
         # Biggest group first: the kind of error most partitions hit is the one to fix.
         status.failures_by_error = dict(sorted(grouped.items(), key=lambda kv: -len(kv[1])))
+        status.superseded_by = {
+            run: [partition_label(*part) for part in parts]
+            for run, parts in audit.superseded(run_id).items()
+        }
+        status.refused_messages = audit.refused_messages(run_id)
         status.slowest = [
             {
                 "zip": key,
@@ -222,6 +232,23 @@ def format_status(status: RunStatus, *, max_failures: int = 10) -> str:
             )
             + ": "
             + s.refusals[-1]["reason"]
+        )
+    for run, labels in s.superseded_by.items():
+        shown = ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
+        lines.append(
+            f"superseded {len(labels):,} partition(s) by run {run}, which wrote a newer read "
+            f"of them first: {shown}"
+        )
+    cancelled = s.states.get(State.CANCELLED, 0)
+    if cancelled:
+        lines.append(
+            f"cancelled  {cancelled:,} partition(s); send them again with: etl-enqueue "
+            f"--resume {s.run_id}"
+        )
+    if s.refused_messages:
+        lines.append(
+            f"mismatch   {s.refused_messages:,} message(s) named another partition than their "
+            "audit row: refused, nothing written (see the workers' logs)"
         )
     if s.failures:
         kinds = list(s.failures_by_error.items())

@@ -3,9 +3,36 @@
 
 -- name: insert_run
 INSERT INTO {schema}.runs (run_id, raw_table, target_table, partition_column, transform, mode,
-                           options, transform_fingerprint, snapshot_id)
+                           options, transform_fingerprint, snapshot_id, target_oid)
 VALUES (%(run_id)s, %(raw_table)s, %(target_table)s, %(partition_column)s, %(transform)s,
-        %(mode)s, %(options)s, %(transform_fingerprint)s, %(snapshot_id)s);
+        %(mode)s, %(options)s, %(transform_fingerprint)s, %(snapshot_id)s, %(target_oid)s);
+
+-- name: lock_target_runs
+-- Enqueues (and resumes) of runs on one target take turns from their check for an
+-- unfinished run to their partitions' insert: two at once cannot both pass the check.
+SELECT pg_advisory_xact_lock(hashtextextended('etl-worker runs on ' || %(target_oid)s::text, 0));
+
+-- name: unfinished_run_on_target
+-- Another run writing the same table (same oid) with partitions still to do.
+SELECT r.run_id, r.target_table, count(*) AS unfinished
+FROM {schema}.runs r JOIN {schema}.partitions p USING (run_id)
+WHERE r.target_oid = %(target_oid)s AND r.run_id <> %(run_id)s AND r.mode <> 'dry_run'
+  AND p.state IN ('queued', 'started', 'retrying')
+GROUP BY r.run_id, r.target_table, r.created_at
+ORDER BY r.created_at
+LIMIT 1;
+
+-- name: cancel_run
+-- etl-enqueue --cancel: the run's unfinished partitions are cancelled. A write in progress
+-- holds its row (begin_write): the cancel waits for it and then finds it finished.
+UPDATE {schema}.partitions
+SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, finished_at = now(),
+    error = 'cancelled by etl-enqueue --cancel'
+WHERE run_id = %(run_id)s AND state IN ('queued', 'started', 'retrying')
+RETURNING part_id;
+
+-- name: run_target_oid
+SELECT target_oid FROM {schema}.runs WHERE run_id = %(run_id)s;
 
 -- name: get_run
 SELECT run_id, raw_table, target_table, partition_column, transform, mode, options,
@@ -24,13 +51,14 @@ FROM unnest(%(keys)s::text[], %(los)s::bigint[], %(his)s::bigint[]) AS k(key, lo
 RETURNING part_id, part_key, task_id, split_lo, split_hi;
 
 -- name: requeue_unfinished
--- For --resume and the sweeper: partitions of a run that did not finish go back to queued
--- with a fresh task id and a fresh attempt budget.
+-- For --resume and the sweeper: partitions of a run that did not finish (cancelled ones too)
+-- go back to queued with a fresh task id and a fresh attempt budget. Superseded ones are
+-- done: another run wrote a newer read of them.
 UPDATE {schema}.partitions
 SET state = 'queued', attempts = 0, retries = 0, task_id = gen_random_uuid()::text,
     lease_owner = NULL, lease_expires_at = NULL, queued_at = now(), error = NULL,
-    error_traceback = NULL
-WHERE run_id = %(run_id)s AND state <> 'finished'
+    error_traceback = NULL, superseded_by = NULL
+WHERE run_id = %(run_id)s AND state NOT IN ('finished', 'superseded')
   AND (%(part_ids)s::bigint[] IS NULL OR part_id = ANY(%(part_ids)s::bigint[]))
 RETURNING part_id, part_key, task_id, split_lo, split_hi;
 
@@ -41,7 +69,7 @@ RETURNING part_id, part_key, task_id, split_lo, split_hi;
 SELECT part_id, state::text, task_id,
        coalesce(state = 'started' AND lease_expires_at > now(), false)
 FROM {schema}.partitions
-WHERE run_id = %(run_id)s AND state <> 'finished';
+WHERE run_id = %(run_id)s AND state NOT IN ('finished', 'superseded');
 
 -- name: requeue_expired_leases
 -- The sweeper's fast path: an attempt whose lease ran out was not renewed by its heartbeat,
@@ -82,19 +110,31 @@ WHERE p.part_id = lost.part_id AND p.task_id = lost.task_id
 RETURNING p.run_id, p.part_id, p.part_key, p.task_id, p.split_lo, p.split_hi;
 
 -- name: claim_partition
--- Start an attempt: take the lease unless the partition is done, failed, leased by a live
--- attempt, or out of attempts. Returns the row as it was plus whether the claim took, and
--- the audit schema's version: a worker whose code expects another version claims nothing
--- (migrations.py), checked here at no extra round trip.
+-- Start an attempt: take the lease unless the partition is done (finished, failed,
+-- superseded, cancelled), leased by a live attempt, or out of attempts. Returns the row as
+-- it was plus whether the claim took, and the audit schema's version: a worker whose code
+-- expects another version claims nothing (migrations.py), checked here at no extra round
+-- trip. The row's partition value and split are returned too, and the worker works on
+-- those: a message that names another value or split than its row claims nothing, and is
+-- counted on the run (refused_messages), in the same statement.
 WITH version AS (
     SELECT max(version) AS v FROM {schema}.schema_version
 ), cur AS (
     SELECT part_id, state, attempts, retries, lease_owner,
-           extract(epoch FROM lease_expires_at - now()) AS lease_left
+           extract(epoch FROM lease_expires_at - now()) AS lease_left,
+           part_key, split_lo, split_hi,
+           (part_key IS NOT DISTINCT FROM %(part_key)s::text
+            AND split_lo IS NOT DISTINCT FROM %(split_lo)s::bigint
+            AND split_hi IS NOT DISTINCT FROM %(split_hi)s::bigint) AS matches
     FROM {schema}.partitions
     -- run_id too: a stale message from another run must never claim this row.
     WHERE part_id = %(part_id)s AND run_id = %(run_id)s
     FOR UPDATE
+), refused AS (
+    UPDATE {schema}.runs r SET refused_messages = r.refused_messages + 1
+    FROM cur
+    WHERE r.run_id = %(run_id)s AND NOT cur.matches
+    RETURNING r.run_id
 ), claimed AS (
     UPDATE {schema}.partitions p
     SET state = 'started', attempts = p.attempts + 1, task_id = %(task_id)s,
@@ -103,21 +143,26 @@ WITH version AS (
         started_at = now(), heartbeat_at = now()
     FROM cur, version
     WHERE p.part_id = cur.part_id
+      AND cur.matches
       AND version.v = %(schema_version)s
-      AND cur.state NOT IN ('finished', 'failed')
+      AND cur.state IN ('queued', 'started', 'retrying')
       AND (cur.lease_left IS NULL OR cur.lease_left <= 0 OR cur.lease_owner = %(owner)s
            OR cur.lease_owner = ANY(%(dead_owners)s::text[]))
       AND cur.attempts - cur.retries < %(max_attempts)s
     RETURNING p.attempts
 )
 SELECT cur.state::text, cur.attempts, cur.retries, cur.lease_owner, cur.lease_left,
-       claimed.attempts AS claimed_attempts, (SELECT v FROM version) AS schema_version
+       claimed.attempts AS claimed_attempts, (SELECT v FROM version) AS schema_version,
+       cur.matches, cur.part_key, cur.split_lo, cur.split_hi
 FROM cur LEFT JOIN claimed ON true;
 
 -- name: renew_lease
+-- Only the attempt holding the lease, and only while it holds it: a lease that lapsed or
+-- was ended (expire_lease) is not revived by a late heartbeat.
 UPDATE {schema}.partitions
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), heartbeat_at = now()
-WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started';
+WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started'
+  AND lease_expires_at > now();
 
 -- name: renew_leases
 -- The worker's main process renews the leases of every attempt its pool processes run, in
@@ -171,8 +216,10 @@ SET last_sweep_at = now(), swept_by = %(by)s
 WHERE last_sweep_at < now() - make_interval(secs => %(every)s)
 RETURNING last_sweep_at;
 
--- name: partition_state
-SELECT state::text FROM {schema}.partitions WHERE part_id = %(part_id)s;
+-- name: begin_write
+-- The write transaction's lock, ownership and fence checks in one round trip (migration 4).
+SELECT verdict, detail
+FROM {schema}.begin_write(%(part_id)s, %(owner)s, %(target_oid)s, %(part_value)s, %(token)s);
 
 -- name: mark_finished
 UPDATE {schema}.partitions
@@ -182,20 +229,38 @@ SET state = 'finished', finished_at = now(), lease_owner = NULL, lease_expires_a
     write_seconds = %(write_seconds)s, duration_seconds = %(duration_seconds)s,
     memory_before_bytes = %(memory_before_bytes)s, memory_after_bytes = %(memory_after_bytes)s,
     peak_rss_bytes = %(peak_rss_bytes)s
-WHERE part_id = %(part_id)s;
+WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started'
+RETURNING part_id;
 
 -- name: mark_retrying
+-- Only by the attempt that holds the lease: a stale attempt (its lease lapsed and another
+-- took the partition over) changes nothing.
 UPDATE {schema}.partitions
 SET state = 'retrying', retries = retries + 1, lease_owner = NULL, lease_expires_at = NULL,
     error = %(error)s
-WHERE part_id = %(part_id)s AND state NOT IN ('finished', 'failed');
+WHERE part_id = %(part_id)s AND state = 'started' AND lease_owner = %(owner)s
+RETURNING part_id;
 
 -- name: mark_failed
+-- Only by the attempt that holds the lease (see mark_retrying).
 UPDATE {schema}.partitions
 SET state = 'failed', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
     error = %(error)s, error_traceback = %(traceback)s,
     rows_read = coalesce(%(rows_read)s, rows_read)
-WHERE part_id = %(part_id)s AND state <> 'finished';
+WHERE part_id = %(part_id)s AND state = 'started' AND lease_owner = %(owner)s
+RETURNING part_id;
+
+-- name: mark_exhausted
+-- A delivery whose claim was refused for want of attempts fails the partition, unless an
+-- attempt holds a live lease on it (or it is done meanwhile); a dead process's lease on
+-- this host is no lease.
+UPDATE {schema}.partitions
+SET state = 'failed', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+    error = %(error)s, rows_read = coalesce(%(rows_read)s, rows_read)
+WHERE part_id = %(part_id)s AND state IN ('queued', 'started', 'retrying')
+  AND (lease_expires_at IS NULL OR lease_expires_at <= now()
+       OR lease_owner = ANY(%(dead_owners)s::text[]))
+RETURNING part_id;
 
 -- name: expire_lease
 -- An attempt that ends without an outcome (cold shutdown, cancelled after a broker
@@ -204,7 +269,8 @@ WHERE part_id = %(part_id)s AND state <> 'finished';
 -- timeout), the sweeper's expired-lease path sends it again.
 UPDATE {schema}.partitions
 SET lease_expires_at = now()
-WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started';
+WHERE part_id = %(part_id)s AND lease_owner = %(owner)s AND state = 'started'
+RETURNING part_id;
 
 -- name: ping
 -- A worker's main process checks that its database answers (health.py).
@@ -214,8 +280,21 @@ SELECT 1;
 SELECT part_id, part_key, split_lo, split_hi, state::text, attempts, retries, task_id, worker,
        queued_at, started_at, finished_at, rows_read, rows_written, read_seconds,
        transform_seconds, write_seconds, duration_seconds, memory_before_bytes,
-       memory_after_bytes, peak_rss_bytes, error, lease_owner, requeues, requeue_reason
+       memory_after_bytes, peak_rss_bytes, error, lease_owner, requeues, requeue_reason,
+       superseded_by
 FROM {schema}.partitions WHERE run_id = %(run_id)s ORDER BY part_id;
+
+-- name: run_superseded
+-- Superseded partitions of a run, grouped by the run whose newer read replaced them.
+SELECT superseded_by, array_agg(part_key ORDER BY part_key NULLS FIRST, split_lo),
+       array_agg(split_lo ORDER BY part_key NULLS FIRST, split_lo),
+       array_agg(split_hi ORDER BY part_key NULLS FIRST, split_lo)
+FROM {schema}.partitions
+WHERE run_id = %(run_id)s AND state = 'superseded'
+GROUP BY superseded_by ORDER BY superseded_by;
+
+-- name: run_refused_messages
+SELECT refused_messages FROM {schema}.runs WHERE run_id = %(run_id)s;
 
 -- name: run_counts
 SELECT state::text, count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_written), 0)

@@ -33,7 +33,10 @@ def test_status_json_reports_progress_throughput_failures_slowest_and_memory(
         "retrying": 0,
         "finished": 6,
         "failed": 2,
+        "superseded": 0,
+        "cancelled": 0,
     }
+    assert status["superseded_by"] == {} and status["refused_messages"] == 0
     assert status["rows_read"] == status["rows_written"] == rows - 10
     assert status["elapsed_seconds"] > 0
     assert status["rows_per_second"] > 0 and status["zips_per_minute"] > 0

@@ -178,7 +178,9 @@ def test_a_transform_module_off_the_allow_list_is_refused_at_enqueue_and_never_i
         rows_doubled=0,
     )
 
-    # A shipped transform needs no listing.
+    # A shipped transform needs no listing (the refused run cancelled first: one run per
+    # target at a time).
+    enqueue(stack, "--cancel", run_id)
     ok = enqueue(stack, "--all-zips", "--wait", "--transform", IDENTITY, ETL_TRANSFORM_MODULES="")
     assert ok.returncode == 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
 AWKWARD_TEXTS = [
@@ -76,6 +78,11 @@ def table_difference(url: str, left: str, right: str) -> tuple[int, int]:
         ).fetchone()
     assert missing is not None and extra is not None
     return int(missing[0]), int(extra[0])
+
+
+def rows(url: str, query: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return [tuple(r) for r in conn.execute(query, params).fetchall()]  # type: ignore[arg-type]
 
 
 def scalar(url: str, query: str, params: tuple[object, ...] = ()) -> object:

@@ -76,11 +76,13 @@ def _rows(url: str, run_id: str) -> dict[str | None, dict[str, object]]:
 
 
 def wait_for_run_end(url: str, run_id: str, timeout: float = 180) -> float:
-    """Wait until every partition is finished or failed; returns the monotonic end time."""
+    """Wait until every partition is done (finished, failed, superseded or cancelled);
+    returns the monotonic end time."""
 
     def ended() -> bool:
         rows = _rows(url, run_id)
-        return bool(rows) and all(r["state"] in ("finished", "failed") for r in rows.values())
+        done = ("finished", "failed", "superseded", "cancelled")
+        return bool(rows) and all(r["state"] in done for r in rows.values())
 
     wait_until(ended, timeout=timeout, interval=0.2, what=f"run {run_id} to end")
     return time.monotonic()

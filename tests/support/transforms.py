@@ -6,6 +6,7 @@ import itertools
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -133,3 +134,20 @@ def fail_with_a_value_on_poisoned_zips(df: pd.DataFrame) -> pd.DataFrame:
 
 def _reject_value(value: float) -> None:
     raise ValueError(f"Float value {value} was truncated converting to int64")
+
+
+#: The `module:function` of a run whose partitions stop at `IN_PROCESS_GATE` (below).
+IN_PROCESS = f"{__name__}:in_process_gate"
+#: Tests that deliver partitions from threads of their own process set this: each call of
+#: the transform on rows calls it with the frame first (e.g. to wait on a threading.Barrier
+#: or an Event, or raise). Never used by worker processes.
+IN_PROCESS_GATE: Callable[[pd.DataFrame], None] | None = None
+
+
+def in_process_gate(df: pd.DataFrame) -> pd.DataFrame:
+    """Identity, after `IN_PROCESS_GATE(df)` when set (the producer's zero-row check never
+    stops here)."""
+    gate = IN_PROCESS_GATE
+    if gate is not None and len(df):
+        gate(df)
+    return df

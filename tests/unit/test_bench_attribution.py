@@ -15,7 +15,10 @@ def test_statements_are_named_by_kind_and_audit_queries_by_their_name() -> None:
     claim = named_queries()["claim_partition"].replace("{schema}", f'"{SCHEMA}"')
     # As pg_stat_statements keeps them: psycopg's parameters as $n, ADBC's SELECTs in COPY.
     normalized = claim.replace("%(part_id)s", "$1").replace("%(run_id)s", "$2")
-    state = 'COPY (SELECT state::text FROM "etl_bench".partitions WHERE part_id = 7) TO STDOUT'
+    begin = (
+        "COPY (SELECT verdict, detail FROM \"etl_bench\".begin_write(7, 'h:1:t', 16384, "
+        "'v01234', 991)) TO STDOUT"
+    )
 
     finished = named_queries()["mark_finished"].replace("{schema}", f'"{SCHEMA}"')
     # Bound by psycopg for ADBC, then normalized by pg_stat_statements: NULL becomes $n too.
@@ -23,7 +26,7 @@ def test_statements_are_named_by_kind_and_audit_queries_by_their_name() -> None:
 
     assert kinds.kind(normalized) == "audit: claim_partition"
     assert kinds.kind(finished) == "audit: mark_finished"
-    assert kinds.kind(state + " (FORMAT binary)") == "audit: partition_state"
+    assert kinds.kind(begin + " (FORMAT binary)") == "audit: begin_write"
     assert kinds.kind('COPY "public" . "t" ("id") FROM STDIN WITH (FORMAT binary)') == (
         "write: COPY FROM STDIN"
     )
