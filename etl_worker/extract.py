@@ -17,6 +17,7 @@ from etl_worker.arrowtypes import normalize_read
 from etl_worker.db import Column, TableName
 from etl_worker.errors import MemoryCeilingExceeded
 from etl_worker.partition import PartitionKey
+from etl_worker.transactions import adbc_run
 
 
 def predicate(
@@ -93,15 +94,16 @@ def fence_token(adbc_conn: Any, prelude: Sequence[str] = ()) -> int:
             for statement in prelude:
                 cur.execute(statement)
         else:
+            # As a simple query (transactions.adbc_run): one round trip, not three.
             try:
-                cur.execute(_REPEATABLE_READ)
+                adbc_run(cur, _REPEATABLE_READ)
             except Exception:
                 # A statement since the last commit took a snapshot (a catalog look-up of
                 # the run's set-up): start a fresh transaction and set it there.
                 adbc_conn.rollback()
                 cur.close()
                 cur = adbc_conn.cursor()
-                cur.execute(_REPEATABLE_READ)
+                adbc_run(cur, _REPEATABLE_READ)
         cur.execute(FENCE_TOKEN_SQL)
         row = cur.fetchone()
     except BaseException:
