@@ -112,6 +112,8 @@ def test_an_existing_target_without_a_partition_index_is_warned_about_or_indexed
         conn.execute("CREATE TABLE out_t (LIKE raw_companies)")
 
     warned = enqueue(stack, "--all-zips", "--target-table", "out_t", "--transform", IDENTITY)
+    # One run per target at a time (no worker runs this one): cancel it before the next.
+    enqueue(stack, "--cancel", warned.stdout.split()[0])
     indexed = enqueue(
         stack, "--all-zips", "--target-table", "out_t", "--transform", IDENTITY, "--create-index"
     )
