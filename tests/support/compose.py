@@ -121,6 +121,9 @@ class ComposeProject:
             "RABBITMQ_PASSWORD": secrets.token_hex(12),  # the rabbitmq profile, unused here
             "FLOWER_PASSWORD": secrets.token_hex(12),
             "ETL_IMAGE": TEST_IMAGE,
+            # The tests' gate transforms live in tests.support.transforms: on the allow-list
+            # of every service, as an operator lists their own transforms' package.
+            "ETL_TRANSFORM_MODULES": "tests.support.transforms",
             **self.env,
         }
         env_file = self.directory / ".env"
