@@ -34,6 +34,7 @@ from psycopg import sql
 from etl_worker.config import Settings
 from etl_worker.db import TableName, resolve_schema, table_columns, table_exists
 from etl_worker.errors import ConfigError, PermanentPartitionError
+from etl_worker.fingerprint import allowed_modules, check_allowed
 from etl_worker.frames import to_frame
 from etl_worker.transforms import load_named
 
@@ -66,9 +67,12 @@ class Checked:
 
 
 @functools.cache
-def load_contract(spec: str) -> Any:
+def load_contract(spec: str, allowed: tuple[str, ...]) -> Any:
     """The pandera schema named by `module:Name`: a DataFrameSchema, or a DataFrameModel
-    class (turned into its schema). Cached: every partition of a run checks the same."""
+    class (turned into its schema). Cached: every partition of a run checks the same.
+    Its module must be on the allow-list (`fingerprint.allowed_modules`), as a transform's:
+    whoever can write a run row names the contract every worker imports."""
+    check_allowed(spec, allowed, "contract")
     target: Any = load_named(spec, "contract", "(example: examples.contracts:CleanCompanies)")
     schema = target.to_schema() if hasattr(target, "to_schema") else target
     if not (hasattr(schema, "validate") and hasattr(schema, "columns")):
@@ -234,7 +238,7 @@ def run_options(conn: psycopg.Connection, settings: Settings, target: TableName)
     Loads the contract here, so a wrong name fails before anything is written."""
     if not settings.contract:
         return {}
-    load_contract(settings.contract)
+    load_contract(settings.contract, allowed_modules(settings.transform_modules))
     options = {CONTRACT_OPTION: settings.contract}
     if settings.quarantine_table:
         quarantine = resolve_schema(conn, TableName.parse(settings.quarantine_table))

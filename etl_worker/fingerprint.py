@@ -50,12 +50,13 @@ def is_allowed(module: str, prefixes: Sequence[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-def check_allowed(spec: str, prefixes: Sequence[str]) -> None:
-    """Refuse a transform outside the allow-list, before anything is imported."""
+def check_allowed(spec: str, prefixes: Sequence[str], what: str = "transform") -> None:
+    """Refuse a transform (or a contract: `what`) outside the allow-list, before anything
+    is imported: both are code every worker imports because a run row names it."""
     module = module_of(spec)
     if not is_allowed(module, prefixes):
         raise TransformNotAllowed(
-            f"transform {spec!r}: module {module!r} is not on the allow-list "
+            f"{what} {spec!r}: module {module!r} is not on the allow-list "
             f"({', '.join(prefixes)}) — add its package to ETL_TRANSFORM_MODULES on the "
             "workers and the producer (comma-separated module prefixes), then restart the workers"
         )

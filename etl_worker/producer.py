@@ -49,7 +49,7 @@ from etl_worker.errors import (
     TableNotFound,
     TransformError,
 )
-from etl_worker.fingerprint import allowed_modules, load_checked
+from etl_worker.fingerprint import allowed_modules, check_allowed, load_checked
 from etl_worker.fingerprints import all_fingerprints, code_fingerprint
 from etl_worker.frames import to_frame
 from etl_worker.load import target_schema, to_arrow
@@ -528,6 +528,10 @@ def _select_changed(
 ) -> incremental.Selection:
     audit = Audit(conn, settings.audit_schema)
     audit.ensure_schema()
+    # code_fingerprint imports the transform's module to read its source: the allow-list
+    # first, as everywhere else a transform is imported (the contract's was checked by
+    # contracts.run_options).
+    check_allowed(settings.transform, allowed_modules(settings.transform_modules))
     code = code_fingerprint(
         settings.transform, options.get("contract", ""), options.get("quarantine", "")
     )

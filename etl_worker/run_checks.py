@@ -12,6 +12,7 @@ from psycopg import sql
 from etl_worker import contracts
 from etl_worker.context import PreparedRun, WorkerContext
 from etl_worker.db import TableName
+from etl_worker.fingerprint import allowed_modules
 from etl_worker.fingerprints import code_fingerprint
 from etl_worker.load import ingest
 from etl_worker.partition import PartitionKey
@@ -29,7 +30,7 @@ def enforce_contract(
     spec = run.spec.options.get(CONTRACT_OPTION)
     if not spec:
         return contracts.Checked(valid=data)
-    schema = contracts.load_contract(spec)
+    schema = contracts.load_contract(spec, allowed_modules(ctx.settings.transform_modules))
     checked = contracts.check(schema, data, sample_rows=ctx.settings.contract_sample_rows)
     if checked.details is None:
         return checked

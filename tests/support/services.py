@@ -90,8 +90,9 @@ class Stack:
             ETL_BROKER_URL=self.broker_url,
             ETL_REDIS_KEY_PREFIX=self.prefix,
             ETL_QUEUE=self.queue,
-            # The tests' own transforms and the examples, as an operator lists theirs.
-            ETL_TRANSFORM_MODULES="tests.support.transforms,examples",
+            # The tests' own transforms and contracts and the examples, as an operator
+            # lists theirs.
+            ETL_TRANSFORM_MODULES="tests.support.transforms,tests.support.contracts,examples",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra)

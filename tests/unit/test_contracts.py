@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from etl_worker import contracts
-from etl_worker.errors import ConfigError, PermanentPartitionError
+from etl_worker.errors import ConfigError, PermanentPartitionError, TransformNotAllowed
+from etl_worker.fingerprint import allowed_modules
 
 SCHEMA = pandera.DataFrameSchema(
     {
@@ -67,9 +68,17 @@ def test_a_failure_of_no_row_is_the_whole_partition_s() -> None:
 
 
 def test_a_contract_is_loaded_by_name_or_refused_clearly() -> None:
-    model = contracts.load_contract("tests.support.contracts:SmallCompanies")
+    allowed = allowed_modules(["tests.support"])
+    model = contracts.load_contract("tests.support.contracts:SmallCompanies", allowed)
     assert isinstance(model, pandera.DataFrameSchema)
     with pytest.raises(ConfigError, match=r"contract 'tests\.support\.contracts:NOPE' not found"):
-        contracts.load_contract("tests.support.contracts:NOPE")
+        contracts.load_contract("tests.support.contracts:NOPE", allowed)
     with pytest.raises(ConfigError, match="not a pandera DataFrameModel"):
-        contracts.load_contract("etl_worker.transforms:identity")
+        contracts.load_contract("etl_worker.transforms:identity", allowed)
+
+
+def test_a_contract_outside_the_allow_list_is_refused() -> None:
+    # Whoever can write a run row names the contract every worker imports, as the transform.
+    spec = "tests.support.never_imported_contract:Anything"
+    with pytest.raises(TransformNotAllowed, match=r"contract .* is not on the allow-list"):
+        contracts.load_contract(spec, allowed_modules([]))
