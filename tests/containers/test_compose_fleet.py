@@ -4,11 +4,7 @@ then enqueue and wait) as `docker compose up --scale worker=3` runs it. Then wor
 containers killed, stopped and wedged mid-run.
 
 The stack is the module's own Compose project (unique name, random passwords, removed with
-its volumes after). The override below changes only what a test needs: Postgres published
-on a free loopback port for the assertions (nothing on 5432 or 6379), the identity
-transform (so the target must equal the raw table row for row), short lease and sweep
-timings as in the fault tests, a health check every 15 s, and the tests' transforms and a
-gate directory mounted into the containers.
+its volumes after), with the override tests/containers/demo_stack.py describes.
 """
 
 from __future__ import annotations
@@ -18,13 +14,11 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.support.cli import IDENTITY, REPO
-from tests.support.compose import ComposeProject, docker, health, logs, main_process, state
+from tests.containers.demo_stack import REDIS, WORKER_MEMORY_MIB, Fleet, running_fleet
+from tests.support.compose import docker, health, logs, main_process, state
 from tests.support.data import audit_rows, scalar, table_difference
 from tests.support.reliability import exactly_once
 from tests.support.runs import rows_in_state, wait_for_run_end
@@ -34,76 +28,12 @@ from tests.support.transforms import WAIT_FOR_GATE
 pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 
 WORKERS = 3
-WORKER_MEMORY_MIB = 3072
-DEMO = {
-    "DEMO_ROWS": "20000",
-    "DEMO_ZIPS": "100",
-    "WORKER_AUTOSCALE": "2,1",
-    "WORKER_MEMORY_LIMIT": f"{WORKER_MEMORY_MIB}m",
-    "FLOWER_PORT": "0",
-}
-#: Short timings, in the order the sweep needs (as in the fault tests): a killed
-#: container's lease runs out 20 s after its last renewal (long enough that a busy machine
-#: does not starve a live one's renewal that long) and the workers take a sweep turn every
-#: second; a partition may wait at the gate for up to a minute.
-TIMINGS = {
-    "ETL_LEASE_SECONDS": "20",
-    "ETL_SWEEP_INTERVAL": "1",
-    "ETL_TASK_TIME_LIMIT": "60",
-    "ETL_VISIBILITY_TIMEOUT": "90",
-    "ETL_RETRY_BACKOFF_MAX": "2",
-}
-GATE = "/gate/closed"
-
-
-def override(gate: Path) -> dict[str, object]:
-    etl = {
-        "environment": {
-            "ETL_TRANSFORM": IDENTITY,
-            "ETL_TEST_GATE_FILE": GATE,
-            "PYTHONPATH": "/opt/etl-tests",  # tests.support.transforms
-            **TIMINGS,
-        },
-        "volumes": [f"{gate}:/gate:ro", f"{REPO / 'tests'}:/opt/etl-tests/tests:ro"],
-    }
-    return {
-        "services": {
-            "postgres": {"ports": ["127.0.0.1::5432"]},
-            "worker": {**etl, "healthcheck": {"interval": "15s", "retries": 1}},
-            "flower": {**etl, "healthcheck": {"interval": "15s"}},
-            "seed": etl,
-            "enqueue": etl,
-        }
-    }
-
-
-@dataclass
-class Fleet:
-    project: ComposeProject
-    gate: Path
-    database_url: str
-
-    def workers(self) -> list[str]:
-        return self.project.containers("worker", running=True)
 
 
 @pytest.fixture(scope="module")
 def fleet(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    directory = tmp_path_factory.mktemp("compose")
-    gate = directory / "gate"
-    gate.mkdir()
-    gate.chmod(0o755)  # the containers' user reads it
-    project = ComposeProject(directory, env=DEMO, override=override(gate))
-    try:
-        project("up", "--detach", "--scale", f"worker={WORKERS}", timeout=600)
-        yield Fleet(project, gate, project.database_url())
-    finally:
-        log = directory / "compose.log"
-        try:
-            project.save_logs(log)
-            print(f"compose logs: {log}")  # shown when a test fails
-        finally:
-            project.down()
+    with running_fleet(tmp_path_factory.mktemp("compose"), REDIS, WORKERS) as running:
+        yield running
 
 
 def test_the_demo_runs_once_through_three_worker_containers_and_every_service_is_healthy(

@@ -118,7 +118,7 @@ class ComposeProject:
             "POSTGRES_DB": "etl",
             "POSTGRES_PASSWORD": secrets.token_hex(12),
             "REDIS_PASSWORD": secrets.token_hex(12),
-            "RABBITMQ_PASSWORD": secrets.token_hex(12),  # the rabbitmq profile, unused here
+            "RABBITMQ_PASSWORD": secrets.token_hex(12),  # the rabbitmq profile
             "FLOWER_PASSWORD": secrets.token_hex(12),
             "ETL_IMAGE": TEST_IMAGE,
             # The tests' gate transforms live in tests.support.transforms: on the allow-list
@@ -187,10 +187,11 @@ class ComposeProject:
         """Every container's output, timestamped, for a failed test to be read after."""
         path.write_text(self("logs", "--no-color", "--timestamps", timeout=120))
 
-    def down(self) -> None:
-        """Containers, networks and volumes gone, whatever state the project is in."""
+    def down(self, *options: str) -> None:
+        """Containers, networks and volumes gone, whatever state the project is in.
+        `options` go before `down` (the profile the project was brought up with)."""
         try:
-            self("down", "--volumes", "--remove-orphans", "--timeout", "10", timeout=180)
+            self(*options, "down", "--volumes", "--remove-orphans", "--timeout", "10", timeout=180)
         finally:
             label = f"label={PROJECT_LABEL}={self.name}"
             left = docker("ps", "--all", "--quiet", "--filter", label, check=False).split()
