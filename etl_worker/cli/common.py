@@ -15,7 +15,6 @@ from etl_worker.audit import Audit
 from etl_worker.config import Settings, env_var
 from etl_worker.db import connect
 from etl_worker.errors import EtlError, RunNotFound
-from etl_worker.reporting.progress import wait_and_sweep
 from etl_worker.reporting.status import RunStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -130,6 +129,10 @@ def run_or_latest(audit: Audit, run_id: str | None) -> str:
 def wait_for(settings: Settings, run_id: str) -> RunStatus:
     """`--wait`: follow the run to its end, sweeping it. Ctrl-C stops only the waiting (the
     run goes on in the workers) and says how to come back to it."""
+    # Imported here: the progress bar pulls in the producer, the sweeper and pandas, most
+    # of a second that commands which never wait (a finished run's etl-status) need not pay.
+    from etl_worker.reporting.progress import wait_and_sweep
+
     try:
         return wait_and_sweep(settings, run_id)
     except KeyboardInterrupt:

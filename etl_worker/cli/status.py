@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import click
 
-from etl_worker.celery_app import make_app
+from etl_worker.audit import RunSpec
 from etl_worker.cli.common import (
     COMMAND,
     handle_errors,
@@ -19,9 +20,8 @@ from etl_worker.cli.common import (
     setting_options,
     wait_for,
 )
-from etl_worker.producer import run_queue
+from etl_worker.config import Settings
 from etl_worker.reconnect import PatientAudit
-from etl_worker.reporting.stalls import ASK_EVERY_SECONDS, fleet_problems
 from etl_worker.reporting.status import format_run_list, format_status, list_runs, run_status
 
 
@@ -91,16 +91,15 @@ def main(
                 json.dumps(status.as_json(), default=str) if as_json else format_status(status)
             )
             sys.exit(1 if status.failed else 0)
-        queue = run_queue(spec, settings)
-        app = make_app(settings)
+        ask_fleet = None
         fleet: list[str] = []
-        asked = float("-inf")
         while True:
             status = audit.run(lambda a: run_status(a, run_id))
             if status.complete:
                 fleet = []
-            elif time.monotonic() - asked >= ASK_EVERY_SECONDS:
-                fleet, asked = fleet_problems(app, queue), time.monotonic()
+            else:
+                ask_fleet = ask_fleet or _fleet_asker(settings, spec)
+                fleet = ask_fleet() or fleet
             if as_json:
                 click.echo(json.dumps(status.as_json() | {"fleet": fleet}, default=str))
             else:
@@ -114,3 +113,25 @@ def main(
             if status.complete:
                 sys.exit(1 if status.failed else 0)
             time.sleep(interval)
+
+
+def _fleet_asker(settings: Settings, spec: RunSpec) -> Callable[[], list[str] | None]:
+    """What stops an incomplete run, asked of its fleet at most every ASK_EVERY_SECONDS
+    (None in between). Imported here, not at the top: Celery and pandas (through the
+    producer) are most of a second of start-up that a finished run's report never needs
+    (issue 13 goal 5: etl-status on a 40,000-partition run under a second)."""
+    from etl_worker.celery_app import make_app
+    from etl_worker.producer import run_queue
+    from etl_worker.reporting.stalls import ASK_EVERY_SECONDS, fleet_problems
+
+    app, queue = make_app(settings), run_queue(spec, settings)
+    asked = float("-inf")
+
+    def ask() -> list[str] | None:
+        nonlocal asked
+        if time.monotonic() - asked < ASK_EVERY_SECONDS:
+            return None
+        asked = time.monotonic()
+        return fleet_problems(app, queue)
+
+    return ask
