@@ -35,7 +35,7 @@ from tests.support.runs import SLOW, WaitingProducer, rows_in_state, start_run, 
 from tests.support.servers import PostgresCluster, RedisServer
 from tests.support.services import Stack, Worker, wait_until
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.network]
 
 NETWORK_TIMEOUT = 3
 #: Short timings in the order Settings requires; a dead link is given up within
