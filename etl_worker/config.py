@@ -107,6 +107,12 @@ class Settings:
         default=defaults.MEMORY_CEILING_BYTES, metadata=_env("MEMORY_CEILING", parse_bytes)
     )
     dry_run: bool = field(default=False, metadata=_env("DRY_RUN", _parse_bool))
+    #: Whether an --all-zips run records every partition's raw fingerprint, what a later
+    #: `--changed-since` run compares with (fingerprints.py). It is one GROUP BY pass over
+    #: the raw table that hashes every row's text: 16% of Postgres' time in etl-bench's
+    #: identity line (docs/scaling.md). Off, a later incremental run compared with this one
+    #: re-runs every partition it wrote (reason "not_fingerprinted"), never skips one.
+    raw_fingerprints: bool = field(default=True, metadata=_env("RAW_FINGERPRINTS", _parse_bool))
     #: Test mode (etl-enqueue --test): read the sample table, write the test target, and
     #: compare it with the truth table.
     test_mode: bool = field(default=False, metadata=_env("TEST_MODE", _parse_bool))

@@ -31,6 +31,9 @@ NEW = "new"
 TARGET_CHANGED = "target_changed"
 CODE_CHANGED = "transform_changed"
 RAW_CHANGED = "raw_changed"
+#: The run compared with took no raw fingerprints (ETL_RAW_FINGERPRINTS off): nothing
+#: says the rows are unchanged, so the partition runs again.
+NOT_FINGERPRINTED = "not_fingerprinted"
 VANISHED = "vanished"
 #: Why one is skipped.
 UNCHANGED = "unchanged"
@@ -117,6 +120,8 @@ def select(
             selection.add(key, TARGET_CHANGED)
         elif base.code != code:
             selection.add(key, CODE_CHANGED)
+        elif base.fingerprint is None:
+            selection.add(key, NOT_FINGERPRINTED)
         elif base.fingerprint != fingerprint:
             selection.add(key, RAW_CHANGED)
         else:

@@ -454,10 +454,14 @@ def enqueue_run(
         )
         warnings.extend(plan_warnings)
         options.update(plan_options)
-        # The raw fingerprints incremental runs compare (fingerprints.py): of --all-zips runs.
+        # The raw fingerprints incremental runs compare (fingerprints.py): of --all-zips runs
+        # (an incremental run has them from its comparison, at no extra cost).
         found = None
         if mode == RunMode.NORMAL and zips is None and zip_table is None:
-            found = selection.current if selection else all_fingerprints(listing, raw, column)
+            if selection:
+                found = selection.current
+            elif settings.raw_fingerprints:
+                found = all_fingerprints(listing, raw, column)
         # Where its workers listen: the sweeper re-sends the run's partitions there.
         options["queue"] = settings.queue
         spec = RunSpec(

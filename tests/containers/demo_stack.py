@@ -9,13 +9,18 @@ every 15 s, and mounts the tests' transforms and a gate directory into the conta
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.support.cli import IDENTITY, REPO
-from tests.support.compose import ComposeProject
+from tests.support.compose import ComposeProject, logs, state
+from tests.support.data import audit_rows, scalar, table_difference
+from tests.support.services import wait_until
 
 WORKER_MEMORY_MIB = 3072
 DEMO = {
@@ -115,3 +120,36 @@ def running_fleet(directory: Path, services: Services, workers: int) -> Iterator
             print(f"compose logs: {log}")  # shown when a test fails
         finally:
             project.down(*services.profile)
+
+
+def fleet_fixture(services: Services, workers: int) -> Callable[..., Any]:
+    """A module-scoped `fleet` fixture: the stack up once for the module's tests (each
+    module is one project; `image` builds the project's image first)."""
+
+    @pytest.fixture(scope="module")
+    def fleet(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+        with running_fleet(tmp_path_factory.mktemp("compose"), services, workers) as running:
+            yield running
+
+    return fleet
+
+
+def demo_run_finished_once(fleet: Fleet, workers: int) -> str:
+    """Wait for the stack's one-shot enqueue service (the demo run) to exit, then check that
+    it exited 0, every zip finished, each of the `workers` containers took part, and the
+    target equals the raw table. Returns the run id."""
+    project, url = fleet.project, fleet.database_url
+    enqueue = project.container(fleet.services.enqueue)
+    wait_until(lambda: state(enqueue, "{{.State.Status}}") == "exited", 300, 1, "the demo run")
+    output = logs(enqueue)
+    assert state(enqueue, "{{.State.ExitCode}}") == "0", output
+    run_id = output.splitlines()[0]
+    rows = audit_rows(url, run_id)
+    partitions = scalar(url, "SELECT count(*) FROM (SELECT DISTINCT zip_code FROM raw_companies) z")
+    assert len(rows) == partitions
+    assert {r["state"] for r in rows.values()} == {"finished"}
+    running = fleet.workers()
+    assert len(running) == workers
+    assert {r["worker"] for r in rows.values()} == {project.node(w) for w in running}
+    assert table_difference(url, "raw_companies", "clean_companies") == (0, 0)
+    return run_id

@@ -13,13 +13,18 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from tests.containers.demo_stack import REDIS, WORKER_MEMORY_MIB, Fleet, running_fleet
+from tests.containers.demo_stack import (
+    REDIS,
+    WORKER_MEMORY_MIB,
+    Fleet,
+    demo_run_finished_once,
+    fleet_fixture,
+)
 from tests.support.compose import docker, health, logs, main_process, state
-from tests.support.data import audit_rows, scalar, table_difference
+from tests.support.data import audit_rows
 from tests.support.reliability import exactly_once
 from tests.support.runs import rows_in_state, wait_for_run_end
 from tests.support.services import wait_until
@@ -30,30 +35,16 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 WORKERS = 3
 
 
-@pytest.fixture(scope="module")
-def fleet(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("compose"), REDIS, WORKERS) as running:
-        yield running
+fleet = fleet_fixture(REDIS, WORKERS)
 
 
 def test_the_demo_runs_once_through_three_worker_containers_and_every_service_is_healthy(
     fleet: Fleet,
 ) -> None:
-    project, url = fleet.project, fleet.database_url
-    enqueue = project.container("enqueue")
-    wait_until(lambda: state(enqueue, "{{.State.Status}}") == "exited", 300, 1, "the demo run")
-
-    output = logs(enqueue)
-    assert state(enqueue, "{{.State.ExitCode}}") == "0", output
-    run_id = output.splitlines()[0]
-    rows = audit_rows(url, run_id)
-    partitions = scalar(url, "SELECT count(*) FROM (SELECT DISTINCT zip_code FROM raw_companies) z")
-    assert len(rows) == partitions
-    assert {r["state"] for r in rows.values()} == {"finished"}
+    project = fleet.project
+    run_id = demo_run_finished_once(fleet, WORKERS)
+    partitions = len(audit_rows(fleet.database_url, run_id))
     workers = fleet.workers()
-    assert len(workers) == WORKERS
-    assert {r["worker"] for r in rows.values()} == {project.node(w) for w in workers}
-    assert table_difference(url, "raw_companies", "clean_companies") == (0, 0)
     # The image carries the report extra: etl-report draws its charts in a one-off container.
     report = project("run", "--rm", "--no-deps", "-T", "worker", "etl-report", run_id,
                      "--html", "/tmp/report.html")  # fmt: skip

@@ -11,13 +11,12 @@ describes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.containers.demo_stack import RABBITMQ, Fleet, running_fleet
-from tests.support.compose import docker, logs, state
-from tests.support.data import audit_rows, scalar, table_difference
+from tests.containers.demo_stack import RABBITMQ, Fleet, demo_run_finished_once, fleet_fixture
+from tests.support.compose import docker, state
+from tests.support.data import audit_rows
 from tests.support.reliability import exactly_once
 from tests.support.runs import rows_in_state, wait_for_run_end
 from tests.support.services import wait_until
@@ -28,30 +27,14 @@ pytestmark = [pytest.mark.container, pytest.mark.timeout(900)]
 WORKERS = 2
 
 
-@pytest.fixture(scope="module")
-def fleet(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("compose"), RABBITMQ, WORKERS) as running:
-        yield running
+fleet = fleet_fixture(RABBITMQ, WORKERS)
 
 
 def test_the_demo_runs_once_through_worker_containers_on_rabbitmq_quorum_queues(
     fleet: Fleet,
 ) -> None:
-    project, url = fleet.project, fleet.database_url
-    enqueue = project.container("enqueue-rabbitmq")
-    wait_until(lambda: state(enqueue, "{{.State.Status}}") == "exited", 300, 1, "the demo run")
-
-    output = logs(enqueue)
-    assert state(enqueue, "{{.State.ExitCode}}") == "0", output
-    run_id = output.splitlines()[0]
-    rows = audit_rows(url, run_id)
-    partitions = scalar(url, "SELECT count(*) FROM (SELECT DISTINCT zip_code FROM raw_companies) z")
-    assert len(rows) == partitions
-    assert {r["state"] for r in rows.values()} == {"finished"}
-    workers = fleet.workers()
-    assert len(workers) == WORKERS
-    assert {r["worker"] for r in rows.values()} == {project.node(w) for w in workers}
-    assert table_difference(url, "raw_companies", "clean_companies") == (0, 0)
+    project = fleet.project
+    demo_run_finished_once(fleet, WORKERS)
     # The profile replaces Redis, it does not run beside it.
     assert project.containers("redis") == [] and project.containers("flower") == []
     # The queue the workers consume is a quorum queue with the delivery limit set.

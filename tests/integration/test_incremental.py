@@ -161,3 +161,23 @@ def test_a_split_partition_is_compared_whole(
     changed, status, _ = run(stack, *split, "--changed-since", unchanged)
     assert keys(stack, changed) == {"00001"} and status["total"] == 2  # both of its tasks
     assert table_difference(stack.database_url, "raw_companies", "clean_companies") == (0, 0)
+
+
+def test_a_run_without_raw_fingerprints_is_rerun_whole_by_the_next_incremental_run(
+    stack: Stack, start_worker: Callable[..., Worker]
+) -> None:
+    make_raw_table(stack.database_url, zips=6, rows_per_zip=5)
+    start_worker(concurrency=1)
+    full, _, _ = run(stack, "--transform", IDENTITY, ETL_RAW_FINGERPRINTS="false")
+    recorded = "SELECT count(*) FROM etl.partitions WHERE run_id = %s AND raw_rows IS NOT NULL"
+    assert scalar(stack.database_url, recorded, (full,)) == 0
+
+    # Nothing says the rows are unchanged: every partition runs again, none is skipped.
+    rerun, status, stderr = run(stack, "--transform", IDENTITY, "--changed-since", full)
+    assert keys(stack, rerun) == ALL
+    assert status["incremental"]["enqueued"] == {"not_fingerprinted": 8}
+    assert "8 not_fingerprinted" in stderr
+    # That run took them (from its own comparison): the next one skips every partition.
+    assert scalar(stack.database_url, recorded, (rerun,)) == 8
+    again, status, _ = run(stack, "--transform", IDENTITY, "--changed-since", rerun)
+    assert keys(stack, again) == set() and status["incremental"]["skipped"] == {"unchanged": 8}
