@@ -21,6 +21,15 @@ from tests.support.services import (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (addopts: -n 2 --dist loadgroup) every fault test runs in one
+    process, one after another: they restart servers, cut links and hold short leases, and
+    two of them side by side would each be the other's noisy neighbour."""
+    for item in items:
+        if item.get_closest_marker("faults") or item.get_closest_marker("container"):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
 @pytest.fixture
 def fresh_database() -> Iterator[str]:
     """URL of a new, empty database; dropped after the test."""
