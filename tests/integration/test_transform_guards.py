@@ -80,13 +80,18 @@ def test_a_worker_running_an_edited_transform_refuses_the_resumed_run_once_and_c
 ) -> None:
     name, path = user_module(stack, tmp_path, BROKEN)
     # A refused delivery waits out a retry countdown in the worker that refused it. Stopped
-    # at that moment, Celery's warm shutdown once hung until the test killed it (seen
-    # under pytest-xdist), leaving those messages in Redis's unacked hash until the
-    # visibility timeout: short here, so the restarted worker gets them back in seconds,
-    # not 45 minutes (docs/reliability.md, Known limits).
+    # then, Celery's warm shutdown has hung until the test killed it (twice under
+    # pytest-xdist), leaving those messages in Redis's unacked hash until the visibility
+    # timeout and one retry, killed between its ack and its new message, to the sweeper
+    # after ETL_SWEEP_AFTER: both short here, so the restarted worker gets every partition
+    # back in seconds, not 45 minutes (docs/reliability.md, Known limits).
     stack.extra.update(
         short_timings(
-            lease=10, task_limit=20, ETL_RETRY_BACKOFF_BASE="0.5", ETL_RETRY_BACKOFF_MAX="1"
+            lease=10,
+            task_limit=20,
+            ETL_SWEEP_AFTER="25",
+            ETL_RETRY_BACKOFF_BASE="0.5",
+            ETL_RETRY_BACKOFF_MAX="1",
         )
     )
     rows = make_raw_table(stack.database_url, zips=4)
