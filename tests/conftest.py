@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     process, one after another: they restart servers, cut links and hold short leases, and
     two of them side by side would each be the other's noisy neighbour."""
     for item in items:
-        if item.get_closest_marker("faults") or item.get_closest_marker("container"):
+        if item.get_closest_marker("faults"):
             item.add_marker(pytest.mark.xdist_group("serial"))
 
 
