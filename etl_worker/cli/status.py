@@ -99,7 +99,7 @@ def main(
                 fleet = []
             else:
                 ask_fleet = ask_fleet or _fleet_asker(settings, spec)
-                fleet = ask_fleet() or fleet
+                fleet = ask_fleet()
             if as_json:
                 click.echo(json.dumps(status.as_json() | {"fleet": fleet}, default=str))
             else:
@@ -115,9 +115,9 @@ def main(
             time.sleep(interval)
 
 
-def _fleet_asker(settings: Settings, spec: RunSpec) -> Callable[[], list[str] | None]:
-    """What stops an incomplete run, asked of its fleet at most every ASK_EVERY_SECONDS
-    (None in between). Imported here, not at the top: Celery and pandas (through the
+def _fleet_asker(settings: Settings, spec: RunSpec) -> Callable[[], list[str]]:
+    """What stops an incomplete run, asked of its fleet at most every ASK_EVERY_SECONDS (the
+    last answer in between). Imported here, not at the top: Celery and pandas (through the
     producer) are most of a second of start-up that a finished run's report never needs
     (issue 13 goal 5: etl-status on a 40,000-partition run under a second)."""
     from etl_worker.celery_app import make_app
@@ -125,13 +125,12 @@ def _fleet_asker(settings: Settings, spec: RunSpec) -> Callable[[], list[str] | 
     from etl_worker.reporting.stalls import ASK_EVERY_SECONDS, fleet_problems
 
     app, queue = make_app(settings), run_queue(spec, settings)
-    asked = float("-inf")
+    asked, answer = float("-inf"), []
 
-    def ask() -> list[str] | None:
-        nonlocal asked
-        if time.monotonic() - asked < ASK_EVERY_SECONDS:
-            return None
-        asked = time.monotonic()
-        return fleet_problems(app, queue)
+    def ask() -> list[str]:
+        nonlocal asked, answer
+        if time.monotonic() - asked >= ASK_EVERY_SECONDS:
+            answer, asked = fleet_problems(app, queue), time.monotonic()
+        return answer
 
     return ask
