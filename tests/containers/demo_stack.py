@@ -96,6 +96,8 @@ class Fleet:
     gate: Path
     database_url: str
     services: Services
+    #: Worker containers it was brought up with.
+    size: int
 
     def workers(self) -> list[str]:
         return self.project.containers(self.services.worker, running=True)
@@ -112,7 +114,7 @@ def running_fleet(directory: Path, services: Services, workers: int) -> Iterator
     try:
         scale = ["--scale", f"{services.worker}={workers}"]
         project(*services.profile, "up", "--detach", *scale, *services.named, timeout=600)
-        yield Fleet(project, gate, project.database_url(), services)
+        yield Fleet(project, gate, project.database_url(), services, workers)
     finally:
         log = directory / "compose.log"
         try:
@@ -134,10 +136,10 @@ def fleet_fixture(services: Services, workers: int) -> Callable[..., Any]:
     return fleet
 
 
-def demo_run_finished_once(fleet: Fleet, workers: int) -> str:
+def demo_run_finished_once(fleet: Fleet) -> str:
     """Wait for the stack's one-shot enqueue service (the demo run) to exit, then check that
-    it exited 0, every zip finished, each of the `workers` containers took part, and the
-    target equals the raw table. Returns the run id."""
+    it exited 0, every zip finished, each of the fleet's worker containers took part, and
+    the target equals the raw table. Returns the run id."""
     project, url = fleet.project, fleet.database_url
     enqueue = project.container(fleet.services.enqueue)
     wait_until(lambda: state(enqueue, "{{.State.Status}}") == "exited", 300, 1, "the demo run")
@@ -149,7 +151,7 @@ def demo_run_finished_once(fleet: Fleet, workers: int) -> str:
     assert len(rows) == partitions
     assert {r["state"] for r in rows.values()} == {"finished"}
     running = fleet.workers()
-    assert len(running) == workers
+    assert len(running) == fleet.size
     assert {r["worker"] for r in rows.values()} == {project.node(w) for w in running}
     assert table_difference(url, "raw_companies", "clean_companies") == (0, 0)
     return run_id

@@ -42,7 +42,7 @@ def test_the_demo_runs_once_through_three_worker_containers_and_every_service_is
     fleet: Fleet,
 ) -> None:
     project = fleet.project
-    run_id = demo_run_finished_once(fleet, WORKERS)
+    run_id = demo_run_finished_once(fleet)
     partitions = len(audit_rows(fleet.database_url, run_id))
     workers = fleet.workers()
     # The image carries the report extra: etl-report draws its charts in a one-off container.

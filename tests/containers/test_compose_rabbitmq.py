@@ -34,11 +34,11 @@ def test_the_demo_runs_once_through_worker_containers_on_rabbitmq_quorum_queues(
     fleet: Fleet,
 ) -> None:
     project = fleet.project
-    demo_run_finished_once(fleet, WORKERS)
+    demo_run_finished_once(fleet)
     # The profile replaces Redis, it does not run beside it.
     assert project.containers("redis") == [] and project.containers("flower") == []
     # The queue the workers consume is a quorum queue with the delivery limit set.
-    broker = project.container("rabbitmq")
+    broker = project.container(fleet.services.broker)
     queues = docker("exec", broker, "rabbitmqctl", "-q", "list_queues", "name", "type",
                     "arguments")  # fmt: skip
     etl = [line for line in queues.splitlines() if line.startswith("etl\t")]
